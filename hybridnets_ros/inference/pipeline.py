@@ -1,0 +1,207 @@
+"""HybridNets inference on camera frames: upload, letterbox, normalise, forward, post-process.
+
+Frames are uint8 numpy arrays of any size in one of the ROS encodings; results are in original image pixels.
+Each frame is copied to the device once; colour conversion, resizing and normalisation happen there.
+"""
+from __future__ import annotations
+
+import dataclasses
+import logging
+import threading
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from hybridnets_ros import resources
+from hybridnets_ros.inference.backends import create_backend, resolve_device
+from hybridnets_ros.inference.backends.base import InferenceBackend
+from hybridnets_ros.inference.letterbox import Letterbox, letterbox_images
+from hybridnets_ros.inference.postprocess import (
+    Detections,
+    FrameResult,
+    PostprocessConfig,
+    detect,
+    segment,
+)
+from hybridnets_ros.model.anchors import generate_anchors
+from hybridnets_ros.model.checkpoint import build_model
+from hybridnets_ros.model.config import ModelConfig, load_model_config
+from hybridnets_ros.model.hybridnets import HybridNetsOutput
+
+LOG = logging.getLogger(__name__)
+
+__all__ = ["ENCODINGS", "Detections", "FrameResult", "HybridNetsPipeline", "PostprocessConfig"]
+
+# encoding -> (channels, whether the first three channels are in BGR order)
+ENCODINGS: dict[str, tuple[int, bool]] = {
+    "rgb8": (3, False),
+    "bgr8": (3, True),
+    "rgba8": (4, False),
+    "bgra8": (4, True),
+    "mono8": (1, False),
+}
+
+
+def _check_frame(index: int, frame: np.ndarray, encoding: str) -> np.ndarray:
+    """The frame as a contiguous (H,W,C) uint8 array, or ValueError saying what is wrong with it."""
+    if encoding not in ENCODINGS:
+        raise ValueError(f"frame {index}: unsupported encoding '{encoding}', expected one of {sorted(ENCODINGS)}")
+    if not isinstance(frame, np.ndarray):
+        raise TypeError(f"frame {index}: expected a numpy array, got {type(frame).__name__}")
+    channels = ENCODINGS[encoding][0]
+    if frame.ndim == 2 and channels == 1:
+        frame = frame[:, :, None]
+    if frame.dtype != np.uint8 or frame.ndim != 3 or frame.shape[2] != channels:
+        raise ValueError(
+            f"frame {index}: encoding '{encoding}' needs a (H, W, {channels}) uint8 array, "
+            f"got {frame.shape} {frame.dtype}"
+        )
+    if frame.shape[0] == 0 or frame.shape[1] == 0:
+        raise ValueError(f"frame {index}: empty image {frame.shape[:2]}")
+    return np.ascontiguousarray(frame)
+
+
+class HybridNetsPipeline:
+    """Pre-processing, a backend and post-processing for one model.
+
+    Safe to call from several threads (calls are serialised). ``postprocess`` (thresholds) may be changed between
+    calls; each call uses the values current when it starts.
+    """
+
+    def __init__(
+        self, backend: InferenceBackend, config: ModelConfig, postprocess: PostprocessConfig | None = None
+    ) -> None:
+        self.backend = backend
+        self.config = config
+        self.device = backend.device
+        self.precision = backend.precision
+        self.class_names = list(config.obj_list)
+        self.seg_names = list(config.seg_list)
+        self.postprocess = postprocess if postprocess is not None else PostprocessConfig()
+        self.postprocess.validate()
+        self.anchors = generate_anchors(config, config.input_size).to(self.device)
+        self._mean = torch.tensor(config.mean, dtype=torch.float32, device=self.device).view(1, 3, 1, 1)
+        self._std = torch.tensor(config.std, dtype=torch.float32, device=self.device).view(1, 3, 1, 1)
+        self._lock = threading.Lock()
+        self.last_timings: dict[str, float] = {}
+
+    @classmethod
+    def from_weights(
+        cls,
+        weights: str | Path | None = None,
+        model_config: str | None = None,
+        device: str | torch.device = "auto",
+        precision: str = "fp32",
+        backend: str = "torch",
+        postprocess: PostprocessConfig | None = None,
+        **backend_options: object,
+    ) -> "HybridNetsPipeline":
+        """Load a checkpoint (``None``: the bundled model) and build the pipeline on ``device``.
+
+        ``model_config`` (a name in ``models/`` or a yaml path) overrides the config embedded in the checkpoint;
+        bare upstream state dicts default to the d3 BDD100K config. Raises FileNotFoundError when no weights are
+        given and the bundled model is missing, and CheckpointError for unusable weight files.
+        """
+        bundled = weights is None
+        path = Path(weights).expanduser() if weights is not None else _bundled_weights()
+        config = load_model_config(model_config) if model_config else None
+        torch_device = resolve_device(device)
+        model, config = build_model(path, config, device="cpu")
+        pipeline = cls(create_backend(backend, model, config, torch_device, precision, **backend_options), config,
+                       postprocess)
+        LOG.info(
+            "loaded model '%s' (compound_coef %d, input %dx%d, classes %s, seg %s) from %s; backend %s on %s, %s",
+            config.name, config.compound_coef, *config.input_size, list(config.obj_list), list(config.seg_list),
+            path, backend, torch_device, precision,
+        )
+        if bundled:
+            LOG.warning(
+                "using the bundled model %s: it was trained on synthetic scenes only, so expect poor results on real "
+                "camera images; pass weights (e.g. the official hybridnets.pth) for real use", path.name,
+            )
+        return pipeline
+
+    def _to_device(self, frame: np.ndarray) -> torch.Tensor:
+        tensor = torch.from_numpy(frame)
+        if self.device.type == "cuda":
+            return tensor.pin_memory().to(self.device, non_blocking=True)
+        return tensor.to(self.device)
+
+    def preprocess(
+        self, frames: Sequence[np.ndarray], encodings: Sequence[str] | str = "rgb8"
+    ) -> tuple[torch.Tensor, list[Letterbox]]:
+        """Frames (H,W,C) uint8 -> normalised network input (B,3,H,W) float32 on the device, and their letterboxes."""
+        if isinstance(frames, np.ndarray) and frames.ndim < 4:
+            raise TypeError("frames must be a sequence of images (e.g. a list); wrap a single image as [image]")
+        if isinstance(encodings, str):
+            encodings = [encodings] * len(frames)
+        if len(encodings) != len(frames):
+            raise ValueError(f"got {len(frames)} frames but {len(encodings)} encodings")
+        colour = []
+        for i, (frame, encoding) in enumerate(zip(frames, encodings)):
+            # Views only: channels are dropped/repeated here and reordered after the (much smaller) letterbox.
+            chw = self._to_device(_check_frame(i, frame, encoding)).permute(2, 0, 1)
+            colour.append(chw.expand(3, -1, -1) if encoding == "mono8" else chw[:3])
+        batch, letterboxes = letterbox_images(colour, self.config.input_size)
+        bgr = [i for i, encoding in enumerate(encodings) if ENCODINGS[encoding][1]]
+        if bgr:
+            index = torch.tensor(bgr, device=batch.device)
+            batch[index] = batch[index].flip(1)
+        # Same operation order as ToTensor + Normalize, so the input is bit-identical to the reference.
+        x = batch.to(torch.float32).div_(255).sub_(self._mean).div_(self._std)
+        return x, letterboxes
+
+    def forward(self, x: torch.Tensor) -> HybridNetsOutput:
+        """Raw network outputs for a preprocessed batch."""
+        return self.backend.forward(x)
+
+    def postprocess_batch(
+        self, out: HybridNetsOutput, letterboxes: Sequence[Letterbox], config: PostprocessConfig | None = None
+    ) -> list[FrameResult]:
+        """Raw outputs -> one FrameResult per frame, in original image pixels."""
+        config = config if config is not None else self.postprocess
+        detections = detect(out.regression, out.classification, self.anchors, letterboxes, config)
+        masks = segment(out.segmentation, self.config.seg_mode, letterboxes)
+        return [FrameResult(d, m, lb) for d, m, lb in zip(detections, masks, letterboxes)]
+
+    def _sync(self) -> None:
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+
+    def __call__(self, frames: Sequence[np.ndarray], encodings: Sequence[str] | str = "rgb8") -> list[FrameResult]:
+        """Run the model on a batch of frames (any sizes); one FrameResult per frame, in order."""
+        if len(frames) == 0:
+            return []
+        with self._lock, torch.inference_mode():
+            config = dataclasses.replace(self.postprocess)
+            start = time.perf_counter()
+            x, letterboxes = self.preprocess(frames, encodings)
+            self._sync()
+            preprocessed = time.perf_counter()
+            out = self.forward(x)
+            self._sync()
+            forwarded = time.perf_counter()
+            results = self.postprocess_batch(out, letterboxes, config)
+            done = time.perf_counter()
+            self.last_timings = {
+                "preprocess": (preprocessed - start) * 1e3,
+                "forward": (forwarded - preprocessed) * 1e3,
+                "postprocess": (done - forwarded) * 1e3,
+            }
+        return results
+
+
+def _bundled_weights() -> Path:
+    try:
+        path = resources.bundled_weights()
+    except FileNotFoundError as exc:
+        raise FileNotFoundError(f"no weights given and the bundled model cannot be located: {exc}") from exc
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"no weights given and the bundled model {path} does not exist (it has not been trained/installed yet): "
+            "pass a checkpoint with --weights / the 'weights' parameter"
+        )
+    return path

@@ -1,0 +1,31 @@
+"""The HybridNets network (pure torch), its config, anchors and checkpoints."""
+from hybridnets_ros.model.anchors import check_input_hw, generate_anchors
+from hybridnets_ros.model.checkpoint import (
+    CHECKPOINT_FORMAT,
+    CheckpointError,
+    build_model,
+    check_state_dict,
+    load_checkpoint,
+    save_checkpoint,
+)
+from hybridnets_ros.model.config import SEG_MODES, CoefSpec, ModelConfig, coef_spec, load_model_config
+from hybridnets_ros.model.hybridnets import HybridNets, HybridNetsIntermediates, HybridNetsOutput
+
+__all__ = [
+    "CHECKPOINT_FORMAT",
+    "SEG_MODES",
+    "CheckpointError",
+    "CoefSpec",
+    "HybridNets",
+    "HybridNetsIntermediates",
+    "HybridNetsOutput",
+    "ModelConfig",
+    "build_model",
+    "check_input_hw",
+    "check_state_dict",
+    "coef_spec",
+    "generate_anchors",
+    "load_checkpoint",
+    "load_model_config",
+    "save_checkpoint",
+]

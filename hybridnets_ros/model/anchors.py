@@ -1,0 +1,45 @@
+"""Anchor boxes matching the regressor/classifier output order (level -> y -> x -> anchor)."""
+from __future__ import annotations
+
+import itertools
+from typing import Sequence
+
+import numpy as np
+import torch
+
+from hybridnets_ros.model.config import NETWORK_STRIDE, PYRAMID_STRIDES, ModelConfig
+
+
+def check_input_hw(input_hw: Sequence[int]) -> tuple[int, int]:
+    """(H, W) as ints, or ValueError when either is not a multiple of 128."""
+    h, w = (int(v) for v in input_hw)
+    if h <= 0 or w <= 0 or h % NETWORK_STRIDE or w % NETWORK_STRIDE:
+        raise ValueError(
+            f"network input {h}x{w} (HxW) is not supported: H and W must both be divisible by {NETWORK_STRIDE}, "
+            "because HybridNets downsamples to 1/128 (P7) and adds upsampled levels to the next finer ones; "
+            "letterbox the image to a size such as 384x640"
+        )
+    return h, w
+
+
+def generate_anchors(config: ModelConfig, input_hw: Sequence[int]) -> torch.Tensor:
+    """Anchors in input pixels, (N, 4) float32 (y1, x1, y2, x2), N = sum over P3..P7 of H_l*W_l*num_anchors.
+
+    Per location the anchors run scale-major over (scale, ratio) pairs, ratio = (x, y) multipliers; computed in
+    float64 then cast, so the values equal upstream's bit for bit.
+    """
+    h, w = check_input_hw(input_hw)
+    levels = []
+    for stride in PYRAMID_STRIDES:
+        ys = np.arange(stride / 2, h, stride)
+        xs = np.arange(stride / 2, w, stride)
+        xv, yv = np.meshgrid(xs, ys)  # row-major: y outer, x inner
+        xv, yv = xv.reshape(-1), yv.reshape(-1)
+        per_anchor = []
+        for scale, (ratio_x, ratio_y) in itertools.product(config.anchor_scales, config.anchor_ratios):
+            base = config.anchor_scale * stride * scale
+            half_w = base * ratio_x / 2.0
+            half_h = base * ratio_y / 2.0
+            per_anchor.append(np.stack((yv - half_h, xv - half_w, yv + half_h, xv + half_w), axis=1))
+        levels.append(np.stack(per_anchor, axis=1).reshape(-1, 4))  # (HW, A, 4) -> (HW*A, 4)
+    return torch.from_numpy(np.concatenate(levels, axis=0).astype(np.float32))

@@ -1,0 +1,480 @@
+"""Measure the node's own overhead per frame: ``python -m hybridnets_ros.ros.bench``.
+
+The node runs as its real executable in a subprocess (``NodeProcess``); this process publishes 1280x720 frames one
+at a time (the next only after the previous frame's detections came back, so nothing queues) through a
+``NodeProbe`` and reads the node's ``/diagnostics``: receive -> publish latency, forward time and their difference,
+the overhead the node adds to the network (conversion, batching hand-off, pre/post-processing, building and
+publishing messages). ``NodeProcess`` and ``NodeProbe`` are also what the tests drive the node with.
+"""
+from __future__ import annotations
+
+import argparse
+import itertools
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence
+
+import numpy as np
+import rclpy
+from diagnostic_msgs.msg import DiagnosticArray
+from lifecycle_msgs.srv import ChangeState, GetState
+from rcl_interfaces.msg import SetParametersResult
+from rcl_interfaces.srv import SetParameters
+from rclpy.context import Context
+from rclpy.executors import SingleThreadedExecutor
+from rclpy.parameter import Parameter
+from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
+from rclpy.signals import SignalHandlerOptions
+from sensor_msgs.msg import CompressedImage, Image
+from std_msgs.msg import Header
+from vision_msgs.msg import Detection2DArray, LabelInfo
+
+from hybridnets_ros.resources import config_dir
+from hybridnets_ros.ros import conversions
+from hybridnets_ros.ros.diagnostics import status_values
+from hybridnets_ros.ros.node import NODE_NAME
+
+# What a DDS participant of this process reads from the environment.
+DDS_VARIABLES = ("ROS_AUTOMATIC_DISCOVERY_RANGE", "ROS_STATIC_PEERS", "RMW_IMPLEMENTATION",
+                 "FASTDDS_DEFAULT_PROFILES_FILE", "ROS_LOG_DIR", "HOME")
+IMAGE_OUTPUTS = ("segmentation", "drivable_area/mask", "lane_lines/mask")
+RELIABLE_INPUT_QOS = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE)
+LABEL_INFO_QOS = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL)
+OUTPUT_QOS = QoSProfile(depth=50, reliability=ReliabilityPolicy.RELIABLE)
+
+
+def ros_environment(base: Mapping[str, str] | None = None, domain_id: int | None = None) -> dict[str, str]:
+    """An environment for ROS processes of this host only, in ``domain_id`` (default: derived from the pid)."""
+    env = dict(os.environ if base is None else base)
+    env.setdefault("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
+    env.setdefault("RMW_IMPLEMENTATION", "rmw_fastrtps_cpp")
+    env.setdefault("AMENT_PREFIX_PATH", sys.prefix)
+    env.setdefault("ROS_LOG_DIR", str(Path(tempfile.gettempdir()) / "hybridnets_ros_log"))
+    env["ROS_DOMAIN_ID"] = str(domain_id if domain_id is not None else env.get("ROS_DOMAIN_ID", 1 + os.getpid() % 100))
+    return env
+
+
+@contextmanager
+def dds_environment(env: Mapping[str, str]) -> Iterator[None]:
+    """Within the block, this process's DDS variables (``DDS_VARIABLES``) are those of ``env`` (unset if absent):
+    create rclpy contexts and nodes inside it so they keep to the same host, transport profile and logs."""
+    saved = {k: os.environ.get(k) for k in DDS_VARIABLES}
+    try:
+        for key in DDS_VARIABLES:
+            if key in env:
+                os.environ[key] = env[key]
+            else:
+                os.environ.pop(key, None)
+        yield
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+
+
+def node_command() -> list[str]:
+    """The installed executable ``<prefix>/lib/hybridnets_ros/hybridnets_node``, or the module in a source checkout."""
+    executable = Path(sys.prefix) / "lib" / "hybridnets_ros" / "hybridnets_node"
+    if executable.is_file():
+        return [str(executable)]
+    return [sys.executable, "-m", "hybridnets_ros.ros.node"]
+
+
+def format_parameter(value: Any) -> str:
+    """A value as ``-p name:=value`` text (YAML, as rcl parses it)."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (list, tuple)):
+        return "[" + ",".join(format_parameter(v) for v in value) + "]"
+    if isinstance(value, str):
+        return f"'{value}'"
+    return repr(value)
+
+
+class NodeProcess:
+    """The node as a subprocess, output captured to ``log_path``; ``stop`` sends SIGINT, then kills."""
+
+    def __init__(
+        self,
+        env: Mapping[str, str],
+        log_path: Path,
+        parameters: Mapping[str, Any] | None = None,
+        params_file: Path | None = None,
+        ros_args: Sequence[str] = (),
+        command: Sequence[str] | None = None,
+    ) -> None:
+        params_file = params_file if params_file is not None else config_dir() / "hybridnets.yaml"
+        args = list(command or node_command()) + ["--ros-args", "--params-file", str(params_file)]
+        for name, value in (parameters or {}).items():
+            args += ["-p", f"{name}:={format_parameter(value)}"]
+        self.args = args + list(ros_args)
+        self.log_path = Path(log_path)
+        self._log_file = open(self.log_path, "wb")
+        self.process = subprocess.Popen(self.args, env=dict(env), stdout=self._log_file, stderr=subprocess.STDOUT,
+                                        stdin=subprocess.DEVNULL)
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def wait_for_log(self, text: str, timeout: float) -> bool:
+        """True once ``text`` appears in the output; False on timeout or when the process ended without it."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if text in self.log():
+                return True
+            if self.process.poll() is not None:
+                return text in self.log()
+            time.sleep(0.05)
+        return False
+
+    def stop(self, timeout: float = 15.0) -> int:
+        """SIGINT, wait, then SIGKILL; returns the exit code."""
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGINT)
+            try:
+                self.process.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        self._log_file.close()
+        return self.process.returncode
+
+    def __enter__(self) -> "NodeProcess":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+class NodeProbe:
+    """An rclpy node in its own context (spun on a background thread) that feeds the hybridnets node's cameras and
+    records everything it publishes, keyed by topic relative to the namespace (``camera/detections``, ``label_info``,
+    ``/diagnostics``)."""
+
+    def __init__(
+        self,
+        env: Mapping[str, str],
+        cameras: Sequence[str] = ("camera",),
+        namespace: str = "",
+        compressed: Iterable[str] = (),
+        input_qos: QoSProfile = RELIABLE_INPUT_QOS,
+        image_outputs: Sequence[str] = IMAGE_OUTPUTS,
+        overlay: bool = False,
+        label_info: bool = True,
+        node_name: str = "hybridnets_probe",
+    ) -> None:
+        self.context = Context()
+        with dds_environment(env):  # the DDS participant reads them when it is created
+            rclpy.init(context=self.context, domain_id=int(env["ROS_DOMAIN_ID"]),
+                       signal_handler_options=SignalHandlerOptions.NO)
+            self.node = rclpy.create_node(node_name, context=self.context, namespace=namespace or None)
+        self._target = f"{namespace.rstrip('/')}/{NODE_NAME}" if namespace else NODE_NAME
+        self._cond = threading.Condition()
+        self.received: dict[str, list[tuple[float, Any]]] = {}
+        compressed = set(compressed)
+        self.publishers = {
+            c: self.node.create_publisher(CompressedImage, f"{c}/image_raw/compressed", input_qos) if c in compressed
+            else self.node.create_publisher(Image, f"{c}/image_raw", input_qos)
+            for c in cameras
+        }
+        self.subscriptions = []
+        outputs = list(image_outputs) + (["overlay"] if overlay else [])
+        for camera in cameras:
+            self._subscribe(Detection2DArray, f"{camera}/detections", OUTPUT_QOS)
+            for output in outputs:
+                self._subscribe(Image, f"{camera}/{output}", OUTPUT_QOS)
+        if label_info:
+            self.subscribe_label_info()
+        self._subscribe(DiagnosticArray, "/diagnostics", QoSProfile(depth=50))
+        self._executor = SingleThreadedExecutor(context=self.context)
+        self._executor.add_node(self.node)
+        self._spinner = threading.Thread(target=self._spin, daemon=True)
+        self._spinner.start()
+
+    def _spin(self) -> None:
+        try:
+            self._executor.spin()
+        except Exception:  # the context was shut down while spinning: the probe is closing
+            pass
+
+    def subscribe_label_info(self) -> None:
+        self._subscribe(LabelInfo, "label_info", LABEL_INFO_QOS)
+
+    def _subscribe(self, msg_type: type, topic: str, qos: QoSProfile) -> None:
+        def store(msg: Any, topic: str = topic) -> None:
+            with self._cond:
+                self.received.setdefault(topic, []).append((time.monotonic(), msg))
+                self._cond.notify_all()
+
+        self.subscriptions.append(self.node.create_subscription(msg_type, topic, store, qos))
+
+    def close(self) -> None:
+        self._executor.shutdown(timeout_sec=5.0)
+        self.node.destroy_node()
+        rclpy.try_shutdown(context=self.context)
+        self._spinner.join(timeout=5.0)
+
+    def __enter__(self) -> "NodeProbe":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # ---- waiting ----------------------------------------------------------------------------------------------
+
+    def wait_until(self, predicate: Callable[[], bool], timeout: float) -> bool:
+        """Block until ``predicate()`` (re-checked on every received message, at least every 50 ms) or timeout."""
+        deadline = time.monotonic() + timeout
+        with self._cond:
+            while not predicate():
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    return False
+                self._cond.wait(min(remaining, 0.05))
+        return True
+
+    def wait_matched(self, timeout: float = 20.0) -> bool:
+        """Every image publisher has the node as subscriber and every output subscription has the node as publisher."""
+        def matched() -> bool:
+            return all(p.get_subscription_count() > 0 for p in self.publishers.values()) and all(
+                s.get_publisher_count() > 0 for s in self.subscriptions if s.topic_name != "/diagnostics"
+            )
+        return self.wait_until(matched, timeout)
+
+    def messages(self, topic: str) -> list[Any]:
+        with self._cond:
+            return [m for _, m in self.received.get(topic, [])]
+
+    def find(self, topic: str, header: Header) -> Any | None:
+        """The message on ``topic`` whose header equals ``header`` (stamp and frame_id)."""
+        with self._cond:
+            for _, msg in self.received.get(topic, []):
+                if msg.header == header:
+                    return msg
+        return None
+
+    def arrival(self, topic: str, header: Header) -> float | None:
+        with self._cond:
+            for t, msg in self.received.get(topic, []):
+                if msg.header == header:
+                    return t
+        return None
+
+    def wait_for_output(self, topic: str, header: Header, timeout: float) -> Any | None:
+        self.wait_until(lambda: self.find(topic, header) is not None, timeout)
+        return self.find(topic, header)
+
+    def diagnostics(self, name_suffix: str, after: float = 0.0) -> dict[str, str] | None:
+        """Values of the newest diagnostics status whose name ends with ``name_suffix``, received after ``after``."""
+        with self._cond:
+            for t, msg in reversed(self.received.get("/diagnostics", [])):
+                if t < after:
+                    break
+                for status in msg.status:
+                    if status.name.endswith(name_suffix):
+                        return status_values(status)
+        return None
+
+    def wait_for_diagnostics(self, name_suffix: str, timeout: float,
+                             predicate: Callable[[dict[str, str]], bool] = lambda v: True) -> dict[str, str] | None:
+        after = time.monotonic()
+        found: list[dict[str, str]] = []
+
+        def ready() -> bool:
+            values = self.diagnostics(name_suffix, after)
+            if values is not None and predicate(values):
+                found[:] = [values]
+                return True
+            return False
+
+        self.wait_until(ready, timeout)
+        return found[0] if found else None
+
+    # ---- sending ----------------------------------------------------------------------------------------------
+
+    def publish(self, camera: str, msg: Image | CompressedImage) -> Header:
+        self.publishers[camera].publish(msg)
+        return msg.header
+
+    # ---- services ---------------------------------------------------------------------------------------------
+
+    def _call(self, srv_type: type, name: str, request: Any, timeout: float) -> Any | None:
+        client = self.node.create_client(srv_type, f"/{self._target.lstrip('/')}/{name}")
+        try:
+            if not client.wait_for_service(timeout_sec=timeout):
+                return None
+            future = client.call_async(request)
+            done = threading.Event()
+            future.add_done_callback(lambda _: done.set())
+            return future.result() if done.wait(timeout) else None
+        finally:
+            self.node.destroy_client(client)
+
+    def change_state(self, transition_id: int, timeout: float = 60.0) -> bool | None:
+        """Request a lifecycle transition; True/False as the node answered, None when it did not answer in time."""
+        request = ChangeState.Request()
+        request.transition.id = transition_id
+        response = self._call(ChangeState, "change_state", request, timeout)
+        return None if response is None else response.success
+
+    def get_state(self, timeout: float = 10.0) -> str | None:
+        response = self._call(GetState, "get_state", GetState.Request(), timeout)
+        return None if response is None else response.current_state.label
+
+    def set_parameters(self, values: Mapping[str, Any], timeout: float = 10.0) -> list[SetParametersResult] | None:
+        request = SetParameters.Request()
+        request.parameters = [Parameter(k, value=v).to_parameter_msg() for k, v in values.items()]
+        response = self._call(SetParameters, "set_parameters", request, timeout)
+        return None if response is None else list(response.results)
+
+
+@contextmanager
+def running_node(
+    env: Mapping[str, str],
+    log_dir: Path,
+    parameters: Mapping[str, Any],
+    probe_options: Mapping[str, Any] | None = None,
+    params_file: Path | None = None,
+    timeout: float = 120.0,
+) -> Iterator[tuple[NodeProcess, NodeProbe]]:
+    """The node as a subprocess and a probe whose topics all matched it; both are always torn down (SIGINT, kill)."""
+    node = NodeProcess(env, Path(log_dir) / "node.log", parameters, params_file)
+    try:
+        with NodeProbe(env, **(probe_options or {})) as probe:
+            if not probe.wait_matched(timeout):
+                raise RuntimeError(f"the node's topics did not match within {timeout:.0f} s; its output:\n{node.log()}")
+            yield node, probe
+    finally:
+        node.stop()
+
+
+_stamps = itertools.count(1)
+
+
+def unique_header(frame_id: str = "camera_optical_frame", sec: int | None = None) -> Header:
+    """A header with a stamp no other frame of this process had (outputs are matched to inputs by header)."""
+    n = next(_stamps)
+    header = Header(frame_id=frame_id)
+    header.stamp.sec = sec if sec is not None else 1_000_000 + n
+    header.stamp.nanosec = (n * 7919) % 1_000_000_000
+    return header
+
+
+def synthetic_frame(height: int, width: int, seed: int = 0) -> np.ndarray:
+    """(H, W, 3) uint8 bgr test frame: a road-like scene of gradients and noise (cheap to make, not constant)."""
+    rng = np.random.default_rng(seed)
+    frame = rng.integers(0, 64, (height, width, 3), dtype=np.uint8)
+    frame[height // 2:] += np.linspace(40, 150, height - height // 2, dtype=np.uint8)[:, None, None]
+    return frame
+
+
+# ---- the benchmark ------------------------------------------------------------------------------------------------
+
+
+def random_checkpoint(folder: Path, model_config: str = "hybridnets_d0_synth", seed: int = 0) -> Path:
+    """A randomly initialised checkpoint (default: the compact d0) in ``folder``: the bench measures the node, not
+    the quality of its model, and tests need a small model that loads in a second."""
+    import torch
+
+    from hybridnets_ros.model.checkpoint import save_checkpoint
+    from hybridnets_ros.model.config import load_model_config
+    from hybridnets_ros.model.hybridnets import HybridNets
+
+    config = load_model_config(model_config)
+    torch.manual_seed(seed)
+    return save_checkpoint(Path(folder) / f"{config.name}_random{seed}.pt", HybridNets(config).eval(), config)
+
+
+def _float(values: Mapping[str, str], key: str) -> float:
+    return float(values.get(key, "nan"))
+
+
+def run_bench(weights: Path, frames: int, width: int, height: int, overlay: bool, log_dir: Path,
+              device: str, timeout: float) -> dict[str, float]:
+    env = ros_environment()
+    env["ROS_LOG_DIR"] = str(log_dir)
+    parameters = {"weights": str(weights), "device": device, "input_qos": "reliable", "max_batch_wait_ms": 0}
+    image = synthetic_frame(height, width)
+    round_trip_ms = []
+    with running_node(env, log_dir, parameters, {"overlay": overlay, "label_info": False}, timeout=timeout) as (
+        node, probe
+    ):
+        for _ in range(frames):
+            header = unique_header()
+            sent = time.monotonic()
+            probe.publish("camera", conversions.array_to_image(image, header, "bgr8"))
+            if probe.wait_for_output("camera/detections", header, timeout) is None:
+                raise RuntimeError(f"no detections for a frame within {timeout:.0f} s; node output:\n{node.log()}")
+            round_trip_ms.append((probe.arrival("camera/detections", header) - sent) * 1000.0)
+        camera = probe.wait_for_diagnostics(": camera camera", 5.0, lambda v: int(v["published"]) >= frames)
+        model = probe.diagnostics(": model")
+    if camera is None or model is None:
+        raise RuntimeError("no diagnostics from the node after the frames")
+    return {
+        "latency_p50_ms": _float(camera, "latency_p50_ms"), "latency_p95_ms": _float(camera, "latency_p95_ms"),
+        "forward_p50_ms": _float(model, "forward_p50_ms"), "forward_p95_ms": _float(model, "forward_p95_ms"),
+        "overhead_p50_ms": _float(camera, "overhead_p50_ms"), "overhead_p95_ms": _float(camera, "overhead_p95_ms"),
+        "pre_post_p50_ms": _float(model, "pre_post_processing_p50_ms"),
+        "pre_post_p95_ms": _float(model, "pre_post_processing_p95_ms"),
+        "ros_p50_ms": _float(camera, "ros_p50_ms"), "ros_p95_ms": _float(camera, "ros_p95_ms"),
+        "round_trip_p50_ms": float(np.percentile(round_trip_ms, 50)),
+        "round_trip_p95_ms": float(np.percentile(round_trip_ms, 95)),
+        "model": model.get("model", "?"), "device": model.get("device", "?"), "backend": model.get("backend", "?"),
+        "precision": model.get("precision", "?"),
+    }
+
+
+def format_report(result: Mapping[str, Any], frames: int, width: int, height: int, overlay: bool) -> str:
+    rows = [
+        ("receive -> publish, in the node", "latency"),
+        ("forward pass (network only)", "forward"),
+        ("node overhead = latency - forward", "overhead"),
+        ("  of it: pipeline pre/post-processing", "pre_post"),
+        ("  of it: ROS side (convert, hand-off, publish)", "ros"),
+        ("client publish -> detections received", "round_trip"),
+    ]
+    outputs = "detections, segmentation, both masks" + (", overlay" if overlay else "")
+    lines = [
+        f"hybridnets node overhead: {frames} frames {width}x{height} bgr8, one at a time, 1 camera; "
+        f"subscribed: {outputs}",
+        f"model {result['model']} on {result['device']} / {result['precision']} / {result['backend']}",
+        f"{'':48s}{'p50 ms':>10s}{'p95 ms':>10s}",
+    ]
+    lines += [f"{label:48s}{result[f'{key}_p50_ms']:10.1f}{result[f'{key}_p95_ms']:10.1f}" for label, key in rows]
+    return "\n".join(lines)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m hybridnets_ros.ros.bench", description=__doc__.splitlines()[0])
+    parser.add_argument("--weights", type=Path, help="checkpoint; default: a random d0 model (the node's overhead "
+                        "does not depend on the weights)")
+    parser.add_argument("--frames", type=int, default=30)
+    parser.add_argument("--width", type=int, default=1280)
+    parser.add_argument("--height", type=int, default=720)
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--overlay", action="store_true", help="also subscribe to the overlay (it is then drawn)")
+    parser.add_argument("--timeout", type=float, default=60.0, help="seconds to wait for the node / one frame")
+    args = parser.parse_args(argv)
+    with tempfile.TemporaryDirectory(prefix="hybridnets_bench_") as tmp:
+        weights = args.weights if args.weights is not None else random_checkpoint(Path(tmp))
+        try:
+            result = run_bench(weights, args.frames, args.width, args.height, args.overlay, Path(tmp), args.device,
+                               args.timeout)
+        except RuntimeError as exc:
+            print(f"bench failed: {exc}", file=sys.stderr)
+            return 1
+    print(format_report(result, args.frames, args.width, args.height, args.overlay))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

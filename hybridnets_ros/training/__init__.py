@@ -1,0 +1,1 @@
+"""Training, evaluation and synthetic data for HybridNets (no ROS imports here)."""

@@ -1,0 +1,174 @@
+"""``hybridnets-synth``: write synthetic driving scenes as a BDD100K-layout dataset with exact labels.
+
+Layout under ``--output``::
+
+    images/{train,val}/<name>.jpg
+    det_annotations/{train,val}/<name>.json      BDD100K per-frame JSON, boxes in original pixels
+    da_seg_annotations/{train,val}/<name>.png    255 on drivable road, 0 elsewhere
+    ll_seg_annotations/{train,val}/<name>.png    255 on lane markings
+    dataset.yaml                                 project config (paths relative to this file)
+
+Image ``index`` of ``split`` is drawn from ``SeedSequence([seed + index, split code])`` (train 0, val 1), so any image
+can be regenerated alone with ``synth_sample`` and train and val never share a scene for one seed. Scenes of seed S
+image i and seed S+i image 0 coincide; use seeds far apart (e.g. 0 and 1000000) for independent sets.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import time
+from collections.abc import Sequence
+from multiprocessing import Pool
+from pathlib import Path
+
+import cv2
+import numpy as np
+import yaml
+
+from hybridnets_ros.training.synth_scene import Scene, generate_drive, generate_scene, scene_to_bdd
+
+__all__ = ["Scene", "generate_scene", "generate_drive", "scene_to_bdd", "synth_sample", "write_dataset", "main"]
+
+LOG = logging.getLogger(__name__)
+SPLIT_CODES = {"train": 0, "val": 1}
+DEFAULT_SIZES = "1280x720:6,960x540,1024x768,800x600,1242x375"
+FOLDERS = ("images", "det_annotations", "da_seg_annotations", "ll_seg_annotations")
+
+
+def parse_sizes(text: str) -> list[tuple[tuple[int, int], float]]:
+    """``"1280x720:6,960x540"`` -> [((1280, 720), 6.0), ((960, 540), 1.0)]: sizes (width, height) with weights."""
+    sizes = []
+    for item in text.split(","):
+        item = item.strip()
+        if not item:
+            continue
+        dims, _, weight = item.partition(":")
+        try:
+            width, height = (int(v) for v in dims.lower().split("x"))
+            w = float(weight) if weight else 1.0
+        except ValueError as err:
+            raise ValueError(f"bad size {item!r}: expected WIDTHxHEIGHT or WIDTHxHEIGHT:WEIGHT") from err
+        if width < 64 or height < 64 or w <= 0:
+            raise ValueError(f"bad size {item!r}: width and height must be >= 64 and the weight > 0")
+        sizes.append(((width, height), w))
+    if not sizes:
+        raise ValueError("no image sizes given")
+    return sizes
+
+
+def sample_name(split: str, index: int) -> str:
+    return f"synth_{split}_{index:06d}"
+
+
+def synth_sample(seed: int, split: str, index: int,
+                 sizes: Sequence[tuple[tuple[int, int], float]] | None = None) -> tuple[str, Scene]:
+    """The dataset's image ``index`` of ``split``: (file stem, scene), independent of every other image."""
+    sizes = parse_sizes(DEFAULT_SIZES) if sizes is None else list(sizes)
+    rng = np.random.default_rng(np.random.SeedSequence([seed + index, SPLIT_CODES[split]]))
+    weights = np.array([w for _, w in sizes], dtype=np.float64)
+    size = sizes[int(rng.choice(len(sizes), p=weights / weights.sum()))][0]
+    return sample_name(split, index), generate_scene(rng, size)
+
+
+def _write_sample(root: Path, split: str, name: str, scene: Scene, jpeg_quality: int) -> None:
+    def write(path: Path, image: np.ndarray, params: list[int]) -> None:
+        if not cv2.imwrite(str(path), image, params):
+            raise OSError(f"could not write {path}")
+
+    write(root / "images" / split / f"{name}.jpg", scene.image_bgr, [cv2.IMWRITE_JPEG_QUALITY, jpeg_quality])
+    write(root / "da_seg_annotations" / split / f"{name}.png", scene.drivable_mask, [cv2.IMWRITE_PNG_COMPRESSION, 3])
+    write(root / "ll_seg_annotations" / split / f"{name}.png", scene.lane_mask, [cv2.IMWRITE_PNG_COMPRESSION, 3])
+    (root / "det_annotations" / split / f"{name}.json").write_text(json.dumps(scene_to_bdd(scene, name)))
+
+
+def _job(args: tuple[Path, int, str, int, list, int]) -> int:
+    """Write one image and its labels; returns its number of boxes."""
+    root, seed, split, index, sizes, jpeg_quality = args
+    name, scene = synth_sample(seed, split, index, sizes)
+    _write_sample(root, split, name, scene, jpeg_quality)
+    return len(scene.boxes)
+
+
+def _init_worker() -> None:
+    cv2.setNumThreads(1)  # one image per process; OpenCV's own threads would only oversubscribe the cores
+
+
+def project_config() -> dict:
+    """The project config of a written dataset: folders relative to the yaml, one class (car) and road + lane."""
+    return {
+        "dataroot": "images",
+        "labelroot": "det_annotations",
+        "segroot": ["da_seg_annotations", "ll_seg_annotations"],
+        "obj_list": ["car"],
+        "obj_combine": ["car", "bus", "truck"],
+        "seg_list": ["road", "lane"],
+        "train_split": "train",
+        "val_split": "val",
+    }
+
+
+def write_dataset(root: str | Path, num_train: int, num_val: int, seed: int = 0, sizes: str = DEFAULT_SIZES,
+                  workers: int = 1, jpeg_quality: int = 95) -> Path:
+    """Write the whole dataset and its ``dataset.yaml``; returns the yaml's path."""
+    root = Path(root).expanduser().resolve()
+    parsed = parse_sizes(sizes)
+    for folder in FOLDERS:
+        for split in SPLIT_CODES:
+            (root / folder / split).mkdir(parents=True, exist_ok=True)
+    jobs = [(root, seed, split, i, parsed, jpeg_quality)
+            for split, count in (("train", num_train), ("val", num_val)) for i in range(count)]
+    start = time.perf_counter()
+    boxes = 0
+    step = max(50, len(jobs) // 10)
+    if workers > 1 and len(jobs) > 1:
+        with Pool(workers, initializer=_init_worker) as pool:
+            for done, n in enumerate(pool.imap_unordered(_job, jobs, chunksize=8), 1):
+                boxes += n
+                if done % step == 0:
+                    LOG.info("%d/%d images", done, len(jobs))
+    else:
+        for done, job in enumerate(jobs, 1):
+            boxes += _job(job)
+            if done % step == 0:
+                LOG.info("%d/%d images", done, len(jobs))
+    header = (f"# Synthetic driving scenes written by hybridnets-synth: seed {seed}, {num_train} train and "
+              f"{num_val} val images, sizes {sizes}\n")
+    yaml_path = root / "dataset.yaml"
+    yaml_path.write_text(header + yaml.safe_dump(project_config(), sort_keys=False, default_flow_style=None))
+    LOG.info("wrote %d images with %d boxes to %s in %.1f s", len(jobs), boxes, root, time.perf_counter() - start)
+    return yaml_path
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="hybridnets-synth", description=__doc__.split("\n\n")[0],
+                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser.add_argument("--output", required=True, help="dataset root folder (created)")
+    parser.add_argument("--num-train", type=int, required=True, help="number of training images")
+    parser.add_argument("--num-val", type=int, required=True, help="number of validation images")
+    parser.add_argument("--seed", type=int, default=0, help="base seed; image i of a split uses seed + i")
+    parser.add_argument("--sizes", default=DEFAULT_SIZES,
+                        help="comma-separated WIDTHxHEIGHT[:WEIGHT] image sizes, drawn per image by weight")
+    parser.add_argument("--workers", type=int, default=min(4, os.cpu_count() or 1), help="processes")
+    parser.add_argument("--jpeg-quality", type=int, default=95, help="JPEG quality of the images")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    if args.num_train < 0 or args.num_val < 0:
+        raise SystemExit("hybridnets-synth: --num-train and --num-val must be >= 0")
+    try:
+        parse_sizes(args.sizes)
+    except ValueError as err:
+        raise SystemExit(f"hybridnets-synth: --sizes: {err}") from err
+    yaml_path = write_dataset(args.output, args.num_train, args.num_val, args.seed, args.sizes, args.workers,
+                              args.jpeg_quality)
+    LOG.info("project config: %s", yaml_path)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

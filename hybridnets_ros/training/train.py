@@ -1,0 +1,533 @@
+"""``hybridnets-train``: train HybridNets on a BDD100K-layout dataset, on CPU, one GPU, or many through torchrun.
+
+Single process::
+
+    hybridnets-train --project data/project.yaml --model-config hybridnets_d0_synth --output runs/d0 --epochs 50
+
+Several GPUs / nodes (DistributedDataParallel, one process per GPU; NCCL on CUDA, gloo on CPU)::
+
+    torchrun --nproc_per_node 4 -m hybridnets_ros.training.train --project ... --sync-bn
+
+Staged training as the reference recommends, where a frozen part really does not change: its parameters get no
+gradient, its BatchNorm layers stay in eval mode (running statistics untouched, dropout and drop-connect off) and its
+loss terms are not computed at all:
+
+1. ``--freeze-seg`` (detection), 2. ``--freeze-backbone --freeze-det`` (segmentation), 3. end to end.
+
+The output folder receives ``last.pt`` (every epoch, with optimizer/scheduler state for ``--resume``), ``best.pt``
+(highest validation fitness, see :func:`fitness`) and ``tensorboard/`` (loss terms and learning rate per step,
+validation metrics and a few prediction images per validation). Both checkpoints embed the model config, so the node
+loads them directly (``weights:=runs/d0/best.pt``).
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+import math
+import sys
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+from typing import Any, Iterator, Sequence
+
+import cv2
+import numpy as np
+import torch
+from torch import nn
+from torch.nn.parallel import DistributedDataParallel
+from torch.utils.data import DataLoader, DistributedSampler
+from tqdm import tqdm
+
+from hybridnets_ros.inference.postprocess import (
+    Detections,
+    FrameResult,
+    PostprocessConfig,
+    seg_class_map,
+    select_detections,
+)
+from hybridnets_ros.inference.visualize import draw_overlay
+from hybridnets_ros.model.anchors import generate_anchors
+from hybridnets_ros.model.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from hybridnets_ros.model.config import ModelConfig, load_model_config
+from hybridnets_ros.model.hybridnets import HybridNets
+from hybridnets_ros.training import distributed
+from hybridnets_ros.training.dataset import Batch, BddDataset, LabelError, collate, describe
+from hybridnets_ros.training.evaluate import evaluate_model, normalise_images
+from hybridnets_ros.training.losses import HybridNetsLoss, LossTerms
+from hybridnets_ros.training.project import ProjectConfig, ProjectConfigError
+
+logger = logging.getLogger(__name__)
+
+# Submodules (upstream names) of each freezable part.
+FREEZE_GROUPS = {
+    "backbone": ("encoder", "bifpn"),
+    "det": ("regressor", "classifier"),
+    "seg": ("bifpndecoder", "segmentation_head"),
+}
+FITNESS_DET_WEIGHT = 0.5  # fitness = 0.5 * det fitness + 0.5 * mean seg IoU (see fitness())
+MIN_LR_FACTOR = 0.01      # the cosine schedule ends at lr * MIN_LR_FACTOR
+MAX_WARMUP_STEPS = 1000
+
+
+@dataclass
+class TrainOptions:
+    """Every ``hybridnets-train`` option; the CLI flags are these names with dashes."""
+
+    project: str
+    model_config: str | None = None
+    weights: str | None = None
+    resume: bool = False
+    output: str = "runs/train"
+    epochs: int = 100
+    batch_size: int = 8
+    lr: float = 1e-4
+    weight_decay: float | None = None
+    optimizer: str = "adamw"
+    scheduler: str = "cosine"
+    warmup_steps: int | None = None
+    amp: bool = False
+    channels_last: bool = False
+    grad_clip: float = 0.0
+    workers: int = 2
+    seed: int = 0
+    freeze_backbone: bool = False
+    freeze_det: bool = False
+    freeze_seg: bool = False
+    device: str = "auto"
+    val_every: int = 1
+    max_steps: int = 0
+    sync_bn: bool = False
+    no_augment: bool = False
+    skip_bad_labels: bool = False
+    log_images: int = 4
+
+    def validate(self) -> None:
+        if self.optimizer not in ("adamw", "sgd"):
+            raise ValueError(f"--optimizer must be adamw or sgd, got {self.optimizer!r}")
+        if self.scheduler not in ("cosine", "plateau", "none"):
+            raise ValueError(f"--scheduler must be cosine, plateau or none, got {self.scheduler!r}")
+        if self.freeze_det and self.freeze_seg:
+            raise ValueError("--freeze-det together with --freeze-seg leaves no loss to train on; freeze at most one head")
+        if self.epochs < 1 or self.batch_size < 1 or self.lr <= 0:
+            raise ValueError("--epochs and --batch-size must be >= 1 and --lr > 0")
+        if self.max_steps < 0 or self.val_every < 0 or self.grad_clip < 0 or self.workers < 0:
+            raise ValueError("--max-steps, --val-every, --grad-clip and --workers must not be negative")
+        if self.resume and self.weights is None and not (Path(self.output) / "last.pt").is_file():
+            raise ValueError(f"--resume without --weights continues {Path(self.output) / 'last.pt'}, which does not exist")
+
+
+# ------------------------------------------------------------------------------------------------ model parts
+def frozen_modules(model: HybridNets, options: TrainOptions) -> list[nn.Module]:
+    """The submodules the options freeze."""
+    chosen = {"backbone": options.freeze_backbone, "det": options.freeze_det, "seg": options.freeze_seg}
+    return [getattr(model, name) for group, on in chosen.items() if on for name in FREEZE_GROUPS[group]]
+
+
+def freeze(modules: Sequence[nn.Module]) -> None:
+    """No gradients for these modules' parameters (their eval mode is kept by :func:`set_train_mode`)."""
+    for module in modules:
+        module.requires_grad_(False)
+
+
+def set_train_mode(model: nn.Module, frozen: Sequence[nn.Module]) -> None:
+    """Train mode, except the frozen parts: eval mode keeps their BatchNorm statistics and disables their dropout."""
+    model.train()
+    for module in frozen:
+        module.eval()
+
+
+def fitness(metrics: dict[str, float], config: ModelConfig) -> float:
+    """Best-checkpoint criterion: 0.5 * (0.1 mAP@0.5 + 0.9 mAP@0.5:0.95) + 0.5 * mean dataset-wide IoU of seg_list.
+
+    The detection part is the reference's fitness; the reference ignores segmentation, which would let a
+    segmentation-only stage never improve ``best.pt``.
+    """
+    det = 0.1 * metrics["det/map50"] + 0.9 * metrics["det/map50_95"]
+    seg = float(np.mean([metrics[f"seg/{name}/iou_dataset"] for name in config.seg_list]))
+    return FITNESS_DET_WEIGHT * det + (1.0 - FITNESS_DET_WEIGHT) * seg
+
+
+def build_optimizer(params: Sequence[nn.Parameter], options: TrainOptions) -> torch.optim.Optimizer:
+    """AdamW (default weight decay 0.01) or SGD with Nesterov momentum 0.9 (default weight decay 0)."""
+    if options.optimizer == "adamw":
+        decay = 0.01 if options.weight_decay is None else options.weight_decay
+        return torch.optim.AdamW(params, lr=options.lr, weight_decay=decay)
+    decay = 0.0 if options.weight_decay is None else options.weight_decay
+    return torch.optim.SGD(params, lr=options.lr, momentum=0.9, nesterov=True, weight_decay=decay)
+
+
+def cosine_with_warmup(total_steps: int, warmup_steps: int) -> Any:
+    """LR factor per optimizer step: linear warmup from 0.1 to 1, then cosine down to MIN_LR_FACTOR."""
+
+    def factor(step: int) -> float:
+        if step < warmup_steps:
+            return 0.1 + 0.9 * step / warmup_steps
+        progress = min(1.0, (step - warmup_steps) / max(1, total_steps - warmup_steps))
+        return MIN_LR_FACTOR + (1.0 - MIN_LR_FACTOR) * 0.5 * (1.0 + math.cos(math.pi * progress))
+
+    return factor
+
+
+def build_scheduler(
+    optimizer: torch.optim.Optimizer, options: TrainOptions, total_steps: int
+) -> torch.optim.lr_scheduler.LRScheduler | torch.optim.lr_scheduler.ReduceLROnPlateau | None:
+    """cosine: per step with warmup (default 3% of the steps, at most 1000); plateau: x0.1 after 3 flat epochs
+    of the mean training loss (the reference's); none: constant."""
+    if options.scheduler == "cosine":
+        warmup = options.warmup_steps
+        if warmup is None:
+            warmup = min(MAX_WARMUP_STEPS, int(0.03 * total_steps))
+        return torch.optim.lr_scheduler.LambdaLR(optimizer, cosine_with_warmup(total_steps, warmup))
+    if options.scheduler == "plateau":
+        return torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, mode="min", factor=0.1, patience=3)
+    return None
+
+
+# --------------------------------------------------------------------------------------------------- trainer
+class Trainer:
+    """One training run: model, data, optimisation state and logging, built from :class:`TrainOptions`."""
+
+    def __init__(self, options: TrainOptions, context: distributed.DistributedContext | None = None) -> None:
+        options.validate()
+        self.options = options
+        self.context = context or distributed.init_distributed(options.device)
+        self.device = self.context.device
+        self.output = Path(options.output)
+        torch.manual_seed(options.seed)
+
+        resume_path = self._resume_path()
+        init_path = resume_path or options.weights
+        given = load_model_config(options.model_config) if options.model_config else None
+        if init_path is not None:
+            self.config, state_dict = load_checkpoint(init_path, given)
+        elif given is not None:
+            self.config, state_dict = given, None
+        else:
+            raise ValueError("give --model-config (training from scratch) or --weights (a checkpoint to start from)")
+        model = HybridNets(self.config)
+        if state_dict is not None:
+            model.load_state_dict(state_dict, strict=True)
+            logger.info("initialised from %s", init_path)
+        if options.sync_bn and self.context.is_distributed:
+            if self.device.type != "cuda":
+                raise ValueError("--sync-bn needs CUDA ranks (PyTorch's SyncBatchNorm does not run on CPU)")
+            model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
+        self.frozen = frozen_modules(model, options)
+        freeze(self.frozen)
+        self.model = model.to(self.device)
+        if options.channels_last:
+            self.model = self.model.to(memory_format=torch.channels_last)
+        self.trainable = [p for p in self.model.parameters() if p.requires_grad]
+        if not self.trainable:
+            raise ValueError("every parameter is frozen: nothing to train")
+        self.net: nn.Module = self.model
+        if self.context.is_distributed:
+            # The encoder's _conv_head/_bn1 exist only for upstream key compatibility and never run, hence
+            # find_unused_parameters.
+            device_ids = [self.device.index] if self.device.type == "cuda" else None
+            self.net = DistributedDataParallel(self.model, device_ids=device_ids, find_unused_parameters=True)
+
+        self.loss = HybridNetsLoss(self.config.seg_mode, compute_det=not options.freeze_det,
+                                   compute_seg=not options.freeze_seg)
+        self.anchors = generate_anchors(self.config, self.config.input_size).to(self.device)
+        self.amp_dtype = torch.float16 if self.device.type == "cuda" else torch.bfloat16
+        self.scaler = torch.amp.GradScaler("cuda", enabled=options.amp and self.device.type == "cuda")
+
+        project = ProjectConfig.from_yaml(options.project)
+        self.train_set = BddDataset(project, "train", self.config, augment=not options.no_augment,
+                                    skip_bad_labels=options.skip_bad_labels, seed=options.seed)
+        self.sampler = DistributedSampler(self.train_set, num_replicas=self.context.world_size,
+                                          rank=self.context.rank, shuffle=True, seed=options.seed)
+        self.train_loader = self._loader(self.train_set, self.sampler)
+        self.val_loader: DataLoader | None = None
+        if self.context.is_main and options.val_every:
+            val_set = BddDataset(project, "val", self.config, skip_bad_labels=options.skip_bad_labels)
+            self.val_loader = self._loader(val_set, None)
+            logger.info("data: %s, %s", describe(self.train_set), describe(val_set))
+
+        self.steps_per_epoch = len(self.train_loader)
+        total = options.epochs * self.steps_per_epoch
+        self.total_steps = min(total, options.max_steps) if options.max_steps else total
+        self.optimizer = build_optimizer(self.trainable, options)
+        self.scheduler = build_scheduler(self.optimizer, options, self.total_steps)
+        self.start_epoch = 0
+        self.global_step = 0
+        self.best_fitness = -math.inf
+        self.last_metrics: dict[str, float] | None = None
+        if resume_path is not None:
+            self._restore(resume_path)
+        self.writer = None
+        if self.context.is_main:
+            from torch.utils.tensorboard import SummaryWriter
+
+            self.writer = SummaryWriter(str(self.output / "tensorboard"))
+
+    # ------------------------------------------------------------------------------------------- setup helpers
+    def _resume_path(self) -> Path | None:
+        if not self.options.resume:
+            return None
+        return Path(self.options.weights) if self.options.weights else self.output / "last.pt"
+
+    def _restore(self, path: Path) -> None:
+        """Optimizer, scheduler, scaler and counters from a ``last.pt`` written by this trainer."""
+        state = torch.load(path, map_location="cpu", weights_only=True)
+        needed = ("optimizer", "epoch", "global_step")
+        if not isinstance(state, dict) or any(k not in state for k in needed):
+            raise CheckpointError(
+                f"checkpoint '{path}' has no training state ({', '.join(needed)}): it cannot be resumed; "
+                "pass it as --weights without --resume to start a new run from its weights"
+            )
+        self.optimizer.load_state_dict(state["optimizer"])
+        if self.scheduler is not None and state.get("scheduler") is not None:
+            self.scheduler.load_state_dict(state["scheduler"])
+        if state.get("scaler"):
+            self.scaler.load_state_dict(state["scaler"])
+        self.start_epoch = int(state["epoch"]) + 1
+        self.global_step = int(state["global_step"])
+        self.best_fitness = float(state.get("best_fitness", -math.inf))
+        logger.info("resumed %s at epoch %d, step %d", path, self.start_epoch, self.global_step)
+
+    def _loader(self, dataset: BddDataset, sampler: DistributedSampler | None) -> DataLoader:
+        return DataLoader(
+            dataset,
+            batch_size=self.options.batch_size,
+            sampler=sampler,
+            shuffle=False,
+            num_workers=self.options.workers,
+            collate_fn=collate,
+            pin_memory=self.device.type == "cuda",
+            worker_init_fn=_worker_init,
+        )
+
+    # ---------------------------------------------------------------------------------------------- training
+    def compute_losses(self, batch: Batch) -> LossTerms:
+        """Forward one batch and its loss terms (frozen heads' terms are None)."""
+        images = normalise_images(batch.images, self.config, self.device)
+        if self.options.channels_last:
+            images = images.contiguous(memory_format=torch.channels_last)
+        with torch.autocast(self.device.type, dtype=self.amp_dtype, enabled=self.options.amp):
+            out = self.net(images)
+        # The losses run in float32 outside autocast: focal logs and Tversky sums are precision-sensitive.
+        return self.loss(out.regression, out.classification, out.segmentation, self.anchors,
+                         batch.annotations.to(self.device), batch.seg.to(self.device))
+
+    def train_step(self, batch: Batch) -> dict[str, float]:
+        """One optimizer step; returns the loss terms and the total as floats."""
+        terms = self.compute_losses(batch)
+        loss = terms.total()
+        if not torch.isfinite(loss):
+            raise FloatingPointError(
+                f"non-finite loss {terms.as_floats()} at step {self.global_step} ({batch.paths}); "
+                "lower --lr, set --grad-clip, or check these images' labels"
+            )
+        self.optimizer.zero_grad(set_to_none=True)
+        self.scaler.scale(loss).backward()
+        if self.options.grad_clip:
+            self.scaler.unscale_(self.optimizer)
+            torch.nn.utils.clip_grad_norm_(self.trainable, self.options.grad_clip)
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        if isinstance(self.scheduler, torch.optim.lr_scheduler.LambdaLR):
+            self.scheduler.step()
+        self.global_step += 1
+        return {**terms.as_floats(), "total": float(loss.detach())}
+
+    def batches(self, epoch: int) -> Iterator[Batch]:
+        self.sampler.set_epoch(epoch)
+        self.train_set.set_epoch(epoch)
+        yield from self.train_loader
+
+    def train_epoch(self, epoch: int) -> tuple[float, bool]:
+        """(mean total loss over ranks, whether --max-steps was reached)."""
+        set_train_mode(self.net, self.frozen)
+        progress = tqdm(self.batches(epoch), total=self.steps_per_epoch, desc=f"epoch {epoch + 1}/{self.options.epochs}",
+                        unit="step", disable=not self.context.is_main, dynamic_ncols=True)
+        total, count, reached = 0.0, 0, False
+        for batch in progress:
+            values = self.train_step(batch)
+            total += values["total"]
+            count += 1
+            if self.writer is not None:
+                for name, value in values.items():
+                    self.writer.add_scalar(f"train/{name}", value, self.global_step)
+                self.writer.add_scalar("train/lr", self.optimizer.param_groups[0]["lr"], self.global_step)
+            progress.set_postfix({k: f"{v:.3f}" for k, v in values.items()})
+            if self.options.max_steps and self.global_step >= self.options.max_steps:
+                reached = True
+                break
+        mean = distributed.mean_over_ranks(torch.tensor([total / max(count, 1)], device=self.device), self.context)
+        return float(mean.item()), reached
+
+    def validate(self, epoch: int) -> dict[str, float]:
+        """Rank 0: reference-protocol metrics on the val split, their fitness, and prediction images."""
+        assert self.val_loader is not None
+        metrics = evaluate_model(self.net, self.config, self.val_loader, self.device, amp=self.options.amp)
+        metrics["fitness_combined"] = fitness(metrics, self.config)
+        if self.writer is not None:
+            for name, value in metrics.items():
+                self.writer.add_scalar(f"val/{name}", value, epoch + 1)
+            self._log_predictions(epoch)
+        return metrics
+
+    def _log_predictions(self, epoch: int) -> None:
+        """The first ``log_images`` validation images with their predicted boxes and masks, to TensorBoard."""
+        if not self.options.log_images or self.val_loader is None:
+            return
+        dataset = self.val_loader.dataset
+        samples = [dataset[i] for i in range(min(self.options.log_images, len(dataset)))]
+        batch = collate(samples)
+        for i, overlay in enumerate(prediction_overlays(self.model, self.config, batch, self.anchors, self.device)):
+            self.writer.add_image(f"predictions/{i}", overlay, epoch + 1, dataformats="HWC")
+
+    def checkpoint_extras(self, epoch: int, metrics: dict[str, float] | None) -> dict[str, Any]:
+        return {
+            "epoch": epoch,
+            "global_step": self.global_step,
+            "best_fitness": self.best_fitness,
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict() if self.scheduler is not None else None,
+            "scaler": self.scaler.state_dict() if self.scaler.is_enabled() else None,
+            "metrics": metrics or {},
+            "train_options": {k: v for k, v in asdict(self.options).items() if v is not None},
+        }
+
+    def fit(self) -> dict[str, Any]:
+        """Run the epochs; returns a summary (last epoch, steps, best fitness, last metrics, checkpoint paths)."""
+        metrics: dict[str, float] | None = None
+        epoch = self.start_epoch - 1
+        try:
+            for epoch in range(self.start_epoch, self.options.epochs):
+                mean_loss, reached = self.train_epoch(epoch)
+                if isinstance(self.scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
+                    self.scheduler.step(mean_loss)
+                last_epoch = reached or epoch + 1 == self.options.epochs
+                if self.context.is_main:
+                    self._end_epoch(epoch, mean_loss, last_epoch)
+                    metrics = self.last_metrics
+                distributed.barrier(self.context)
+                if reached:
+                    break
+        finally:
+            if self.writer is not None:
+                self.writer.close()
+        return {
+            "epoch": epoch,
+            "global_step": self.global_step,
+            "best_fitness": self.best_fitness,
+            "metrics": metrics or {},
+            "last": str(self.output / "last.pt"),
+            "best": str(self.output / "best.pt") if (self.output / "best.pt").is_file() else None,
+        }
+
+    def _end_epoch(self, epoch: int, mean_loss: float, last_epoch: bool) -> None:
+        """Rank 0: validation, best.pt when the fitness improved, last.pt always."""
+        logger.info("epoch %d: mean loss %.4f", epoch + 1, mean_loss)
+        self.writer.add_scalar("train/epoch_loss", mean_loss, epoch + 1)
+        every = self.options.val_every
+        if every and ((epoch + 1) % every == 0 or last_epoch):
+            self.last_metrics = self.validate(epoch)
+            score = self.last_metrics["fitness_combined"]
+            logger.info("epoch %d: fitness %.4f (mAP@0.5 %.4f, mAP@0.5:0.95 %.4f)", epoch + 1, score,
+                        self.last_metrics["det/map50"], self.last_metrics["det/map50_95"])
+            if score > self.best_fitness:
+                self.best_fitness = score
+                save_checkpoint(self.output / "best.pt", self.model, self.config,
+                                **self.checkpoint_extras(epoch, self.last_metrics))
+        save_checkpoint(self.output / "last.pt", self.model, self.config,
+                        **self.checkpoint_extras(epoch, self.last_metrics))
+
+
+def _worker_init(_: int) -> None:
+    # Loader workers already get one torch thread each; keep cv2 from spawning a pool per worker as well.
+    cv2.setNumThreads(1)
+
+
+@torch.no_grad()
+def prediction_overlays(model: nn.Module, config: ModelConfig, batch: Batch, anchors: torch.Tensor,
+                        device: torch.device) -> list[np.ndarray]:
+    """(H,W,3) uint8 RGB network-size images with the predicted masks and boxes drawn, one per batch image."""
+    was_training = model.training
+    model.eval()
+    try:
+        out = model(normalise_images(batch.images, config, device))
+    finally:
+        model.train(was_training)
+    selected = select_detections(out.regression, out.classification, anchors, config.input_size, PostprocessConfig())
+    masks = seg_class_map(out.segmentation, config.seg_mode).cpu().numpy()
+    overlays = []
+    for image, mask, (boxes, scores, classes), lb in zip(batch.images, masks, selected, batch.letterboxes):
+        detections = Detections(boxes.cpu().numpy(), scores.cpu().numpy(), classes.cpu().numpy())
+        bgr = cv2.cvtColor(image.permute(1, 2, 0).numpy(), cv2.COLOR_RGB2BGR)
+        drawn = draw_overlay(bgr, FrameResult(detections, mask, lb), config.obj_list, config.seg_list)
+        overlays.append(cv2.cvtColor(drawn, cv2.COLOR_BGR2RGB))
+    return overlays
+
+
+# ------------------------------------------------------------------------------------------------------- CLI
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="hybridnets-train",
+        description="Train HybridNets (detection + drivable area + lane lines) on a BDD100K-layout dataset. "
+        "Multi-GPU/multi-node: launch with torchrun.",
+    )
+    p.add_argument("--project", required=True, help="dataset/project yaml (dataroot, labelroot, segroot, obj_list, ...)")
+    p.add_argument("--model-config", help="model config name (e.g. hybridnets_d0_synth) or yaml path; "
+                                          "default: the config embedded in --weights")
+    p.add_argument("--weights", help="checkpoint to start from: ours, or a bare upstream state dict (needs --model-config)")
+    p.add_argument("--resume", action="store_true",
+                   help="continue a run: optimizer, scheduler and epoch from --weights, or from OUTPUT/last.pt")
+    p.add_argument("--output", default="runs/train", help="folder for last.pt, best.pt and tensorboard/")
+    p.add_argument("--epochs", type=int, default=100)
+    p.add_argument("--batch-size", type=int, default=8, help="per process (GPU)")
+    p.add_argument("--lr", type=float, default=1e-4)
+    p.add_argument("--weight-decay", type=float, default=None, help="default: 0.01 for adamw, 0 for sgd")
+    p.add_argument("--optimizer", choices=("adamw", "sgd"), default="adamw", help="sgd: momentum 0.9, Nesterov")
+    p.add_argument("--scheduler", choices=("cosine", "plateau", "none"), default="cosine",
+                   help="cosine: per step with linear warmup; plateau: x0.1 after 3 epochs without loss improvement")
+    p.add_argument("--warmup-steps", type=int, default=None, help="cosine warmup (default: 3%% of steps, <= 1000)")
+    p.add_argument("--amp", action="store_true", help="mixed precision (float16 + grad scaling on CUDA, bfloat16 on CPU)")
+    p.add_argument("--channels-last", action="store_true", help="NHWC memory format (faster convolutions on GPUs)")
+    p.add_argument("--grad-clip", type=float, default=0.0, help="max gradient norm (0: off)")
+    p.add_argument("--workers", type=int, default=2, help="data loader processes per rank")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--freeze-backbone", action="store_true", help="freeze encoder + BiFPN")
+    p.add_argument("--freeze-det", action="store_true", help="freeze box/class heads and skip the detection loss")
+    p.add_argument("--freeze-seg", action="store_true", help="freeze the seg decoder/head and skip the seg loss")
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N (under torchrun: auto or cuda)")
+    p.add_argument("--val-every", type=int, default=1, help="validate every N epochs and at the end (0: never)")
+    p.add_argument("--max-steps", type=int, default=0, help="stop after this many optimizer steps (0: no limit)")
+    p.add_argument("--sync-bn", action="store_true", help="SyncBatchNorm across ranks (CUDA, distributed)")
+    p.add_argument("--no-augment", action="store_true", help="no perspective/HSV/flip augmentation")
+    p.add_argument("--skip-bad-labels", action="store_true", help="leave out (and count) images with bad labels")
+    p.add_argument("--log-images", type=int, default=4, help="prediction images per validation in TensorBoard")
+    return p
+
+
+def options_from_args(args: argparse.Namespace) -> TrainOptions:
+    return TrainOptions(**{f.name: getattr(args, f.name) for f in fields(TrainOptions)})
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    options = options_from_args(args)
+    try:
+        context = distributed.init_distributed(options.device)
+    except (ValueError, RuntimeError) as err:
+        print(f"hybridnets-train: error: {err}", file=sys.stderr)
+        return 2
+    logging.basicConfig(level=logging.INFO if context.is_main else logging.WARNING,
+                        format=f"%(levelname)s [rank {context.rank}] %(name)s: %(message)s")
+    try:
+        summary = Trainer(options, context).fit()
+    except (CheckpointError, ProjectConfigError, LabelError, ValueError) as err:
+        logger.error("%s", err)
+        print(f"hybridnets-train: error: {err}", file=sys.stderr)
+        return 2
+    finally:
+        distributed.shutdown(context)
+    if context.is_main:
+        logger.info("done: %s", {k: v for k, v in summary.items() if k != "metrics"})
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,107 @@
+"""Helpers for the export and backend tests: golden variant C, a small d0 with lively outputs, box comparison."""
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from hybridnets_ros.inference.backends import create_backend
+from hybridnets_ros.inference.export import box_agreement, matched_min_iou
+from hybridnets_ros.inference.pipeline import HybridNetsPipeline
+from hybridnets_ros.inference.postprocess import Detections, PostprocessConfig
+from hybridnets_ros.inference.sample_frames import synthetic_frames
+from hybridnets_ros.model import HybridNets, ModelConfig, load_model_config
+
+STATE_DICT_A = "hybridnets_d3_seed0_state_dict.pt"
+OVERRIDES_C = "hybridnets_d3_seed0_variantC_overrides.pt"
+DEMO_IMAGES = (1, 2, 3)
+# Golden tolerances (../shared/golden/README.md, "Suggested checks for variant C").
+ATOL = {"regression": 2e-3, "classification": 5e-4, "segmentation": 2e-2}
+MIN_IOU = 0.99
+MIN_MASK_AGREEMENT = 0.999
+
+
+def golden_c_model(golden_dir: Path) -> tuple[HybridNets, ModelConfig]:
+    """The d3 network with the variant C weights (A state dict + overrides), eval mode."""
+    config = load_model_config("hybridnets_d3_bdd100k")
+    model = HybridNets(config).eval()
+    load = lambda name: torch.load(golden_dir / name, map_location="cpu", weights_only=True)  # noqa: E731
+    model.load_state_dict({**load(STATE_DICT_A), **load(OVERRIDES_C)}, strict=True)
+    return model, config
+
+
+def small_d0_model(input_hw: tuple[int, int] = (128, 256)) -> tuple[HybridNets, ModelConfig]:
+    """A d0 at a small input whose outputs depend on the image, like golden variant C.
+
+    Fresh weights give near-constant scores (ties everywhere); as for variant C, BN affine parameters are drawn at
+    random and the BN statistics are set in one train-mode pass over road-like frames.
+    """
+    config = dataclasses.replace(load_model_config("hybridnets_d0_synth"), name="d0_test", input_size=input_hw)
+    torch.manual_seed(0)
+    model = HybridNets(config)
+    generator = torch.Generator().manual_seed(2)
+    for module in model.modules():
+        if isinstance(module, torch.nn.BatchNorm2d):
+            module.weight.data.uniform_(0.5, 1.5, generator=generator)
+            module.bias.data.normal_(0.0, 0.1, generator=generator)
+            module.momentum = None
+            module.reset_running_stats()
+    pipeline = HybridNetsPipeline(create_backend("torch", model, config, "cpu", "fp32"), config)
+    x, _ = pipeline.preprocess(synthetic_frames(6, seed=1))
+    model.train()
+    with torch.no_grad():
+        model(x)
+    return model.eval(), config
+
+
+def torch_pipeline(model: HybridNets, config: ModelConfig, postprocess: PostprocessConfig | None = None):
+    return HybridNetsPipeline(create_backend("torch", model, config, "cpu", "fp32"), config, postprocess)
+
+
+def candidate_gap_threshold(classification: torch.Tensor, threshold: float) -> float:
+    """``threshold`` moved to the middle of the gap between the last score above it and the next one below.
+
+    The golden ``few_conf_thresh`` equals the 41st-best score exactly, so the strict ``>`` test on that anchor is
+    decided by float rounding (a backend's 2.6e-6 difference flips it, inside the 5e-4 golden tolerance). The
+    midpoint keeps exactly the same candidates in the torch pipeline and makes the setting robust to such noise.
+    """
+    scores = classification.to(torch.float32).max(dim=-1).values.flatten().sort(descending=True).values
+    count = int((scores > threshold).sum())
+    return float((scores[count - 1] + scores[count]) / 2)
+
+
+def robust_threshold(scores: torch.Tensor, min_count: int = 3, margin: float = 1e-4) -> float:
+    """The highest score threshold that keeps >= ``min_count`` candidates in every image and has no score within
+    ``margin`` of it (the backends differ from torch by ~1e-5 here), so backends agree on the candidate sets.
+
+    scores: (B,N) best-class score per anchor.
+    """
+    merged = scores.flatten().sort(descending=True).values
+    for upper, lower in zip(merged[:-1].tolist(), merged[1:].tolist()):
+        threshold = (upper + lower) / 2
+        if upper - lower > 2 * margin and int((scores > threshold).sum(dim=1).min()) >= min_count:
+            return threshold
+    raise AssertionError("no threshold with a clear gap: the test model's scores are too crowded")
+
+
+def assert_same_detections(expected: Detections, got: Detections, what: str, strict_order: bool = True) -> None:
+    """Same count and classes, each box with IoU >= 0.99 (or, for zero-area boxes, the same corners): paired by rank (the golden criterion), or with
+    ``strict_order=False`` paired greedily by IoU, for scores so close that float noise may swap their ranks."""
+    assert len(got) == len(expected), f"{what}: {len(got)} boxes, torch has {len(expected)}"
+    if not len(expected):
+        return
+    ious = box_agreement(torch.as_tensor(expected.boxes), torch.as_tensor(got.boxes))
+    if strict_order:
+        np.testing.assert_array_equal(got.class_ids, expected.class_ids, err_msg=what)
+        worst = float(ious.diagonal().min())
+    else:
+        same_class = torch.as_tensor(expected.class_ids)[:, None] == torch.as_tensor(got.class_ids)[None]
+        worst = matched_min_iou(torch.where(same_class, ious, torch.zeros_like(ious)))
+    assert worst >= MIN_IOU, f"{what}: min IoU {'by rank' if strict_order else 'matched'} {worst:.4f}"
+
+
+def mask_agreement(a: np.ndarray, b: np.ndarray) -> float:
+    assert a.shape == b.shape
+    return float((a == b).mean())

@@ -1,0 +1,78 @@
+"""With the golden variant C weights (full d3 BDD100K model), the node's answers over DDS equal HybridNetsPipeline
+run directly on the same image, and match the reference implementation's golden results for demo images 1..3."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+import torch
+
+from hybridnets_ros.inference.pipeline import HybridNetsPipeline, PostprocessConfig
+from hybridnets_ros.ros import conversions
+from hybridnets_ros.ros.bench import running_node, unique_header
+
+TIMEOUT = 300.0  # a d3 forward pass takes about a second here, more on a busy machine
+GOLDEN_IMAGES = (1, 2, 3)
+MAX_DETECTIONS = 1000
+OTHER_THRESHOLD = 0.5
+
+
+@pytest.fixture(scope="module")
+def variant_c_weights(golden_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    state = torch.load(golden_dir / "hybridnets_d3_seed0_state_dict.pt", weights_only=True)
+    state.update(torch.load(golden_dir / "hybridnets_d3_seed0_variantC_overrides.pt", weights_only=True))
+    path = tmp_path_factory.mktemp("golden") / "hybridnets_d3_variantC.pth"  # a bare state dict, like hybridnets.pth
+    torch.save(state, path)
+    return path
+
+
+def _iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Row-wise IoU of two (N,4) x1y1x2y2 arrays."""
+    lt, rb = np.maximum(a[:, :2], b[:, :2]), np.minimum(a[:, 2:], b[:, 2:])
+    inter = np.clip(rb - lt, 0, None).prod(axis=1)
+    area = lambda x: (x[:, 2:] - x[:, :2]).prod(axis=1)  # noqa: E731
+    return inter / (area(a) + area(b) - inter)
+
+
+@pytest.mark.slow
+def test_node_equals_pipeline_and_golden(ros_env, tmp_path, variant_c_weights, golden_dir, demo_images_dir) -> None:
+    golden = {i: np.load(golden_dir / f"post_seed0_variantC_img{i}.npz") for i in GOLDEN_IMAGES}
+    images = sorted(demo_images_dir.glob("*.jpg"))
+    # The "few" setting of the golden files: a per-image threshold that leaves 40 candidates before NMS; images
+    # without golden results get a threshold that still leaves some boxes.
+    thresholds = {p.stem: float(golden[int(p.stem)]["few_conf_thresh"]) if int(p.stem) in golden else OTHER_THRESHOLD
+                  for p in images}
+    parameters = {"weights": str(variant_c_weights), "device": "cpu", "input_qos": "reliable",
+                  "max_detections": MAX_DETECTIONS, "nms_iou_threshold": 0.3}
+    answers = {}
+    with running_node(ros_env, tmp_path, parameters, {"overlay": False}, timeout=TIMEOUT) as (node, probe):
+        for path in images:
+            results = probe.set_parameters({"score_threshold": thresholds[path.stem]})
+            assert results is not None and results[0].successful
+            msg = conversions.array_to_image(cv2.imread(str(path), cv2.IMREAD_COLOR), unique_header(), "bgr8")
+            probe.publish("camera", msg)
+            detections = probe.wait_for_output("camera/detections", msg.header, TIMEOUT)
+            seg = probe.wait_for_output("camera/segmentation", msg.header, TIMEOUT)
+            assert detections is not None and seg is not None, node.log()
+            answers[path.stem] = (detections, conversions.image_to_array(seg)[:, :, 0].copy())
+
+    pipeline = HybridNetsPipeline.from_weights(str(variant_c_weights), device="cpu")
+    for path in images:
+        detections, seg = answers[path.stem]
+        pipeline.postprocess = PostprocessConfig(score_threshold=thresholds[path.stem], nms_iou_threshold=0.3,
+                                                 max_detections=MAX_DETECTIONS)
+        direct = pipeline([cv2.imread(str(path), cv2.IMREAD_COLOR)], "bgr8")[0]
+        boxes = conversions.detection_boxes(detections)
+        scores = np.array([d.results[0].hypothesis.score for d in detections.detections])
+        assert len(boxes) == len(direct.detections) > 0, path.name
+        np.testing.assert_allclose(boxes, direct.detections.boxes, atol=1e-3)
+        np.testing.assert_allclose(scores, direct.detections.scores, atol=1e-6)
+        np.testing.assert_array_equal(seg, direct.seg_mask)
+        index = int(path.stem)
+        if index in golden:
+            reference = golden[index]
+            assert len(boxes) == len(reference["few_rois_orig"]), path.name
+            assert (_iou(boxes, reference["few_rois_orig"].astype(np.float64)) >= 0.99).all(), path.name
+            assert (seg == reference["few_seg_mask_orig"]).mean() >= 0.999
