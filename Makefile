@@ -94,10 +94,10 @@ test: setup
 	$(PY) -m pytest $(TESTS) $(PYTEST_ARGS)
 
 demo: setup
-	$(PY) -m hybridnets_ros.demo
+	$(PY) -m hybridnets_ros.demo $(DEMO_ARGS)
 
 bench: setup
-	$(PY) -m hybridnets_ros.inference.bench
+	$(PY) -m hybridnets_ros.inference.bench $(BENCH_ARGS)
 	$(PY) -m hybridnets_ros.ros.bench
 
 clean:

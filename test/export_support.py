@@ -60,35 +60,41 @@ def torch_pipeline(model: HybridNets, config: ModelConfig, postprocess: Postproc
     return HybridNetsPipeline(create_backend("torch", model, config, "cpu", "fp32"), config, postprocess)
 
 
-def candidate_gap_threshold(classification: torch.Tensor, threshold: float) -> float:
+def candidate_gap_threshold(classification: torch.Tensor, threshold: float, noise: float = 1e-5) -> float:
     """``threshold`` moved to the middle of the gap between the last score above it and the next one below.
 
     The golden ``few_conf_thresh`` equals the 41st-best score exactly, so the strict ``>`` test on that anchor is
-    decided by float rounding (a backend's 2.6e-6 difference flips it, inside the 5e-4 golden tolerance). The
-    midpoint keeps exactly the same candidates in the torch pipeline and makes the setting robust to such noise.
+    decided by float rounding: a backend's 2.6e-6 difference, or running the image in a batch of 3, flips it, well
+    inside the 5e-4 golden tolerance. The anchor at the threshold (within ``noise``) counts as below it, as in
+    the golden run; the midpoint keeps exactly the golden candidates and is robust to such noise.
     """
     scores = classification.to(torch.float32).max(dim=-1).values.flatten().sort(descending=True).values
-    count = int((scores > threshold).sum())
+    count = int((scores > threshold + noise).sum())
     return float((scores[count - 1] + scores[count]) / 2)
 
 
-def robust_threshold(scores: torch.Tensor, min_count: int = 3, margin: float = 1e-4) -> float:
+def robust_threshold(scores: torch.Tensor, min_count: int = 3, max_count: int = 500, margin: float = 1e-4) -> float:
     """The highest score threshold that keeps >= ``min_count`` candidates in every image and has no score within
     ``margin`` of it (the backends differ from torch by ~1e-5 here), so backends agree on the candidate sets.
+    At most ``max_count`` candidates per image, below the default pre_nms_top_k (1000), whose cut could otherwise
+    fall between near-equal scores.
 
     scores: (B,N) best-class score per anchor.
     """
     merged = scores.flatten().sort(descending=True).values
     for upper, lower in zip(merged[:-1].tolist(), merged[1:].tolist()):
         threshold = (upper + lower) / 2
-        if upper - lower > 2 * margin and int((scores > threshold).sum(dim=1).min()) >= min_count:
+        counts = (scores > threshold).sum(dim=1)
+        if upper - lower > 2 * margin and int(counts.min()) >= min_count:
+            assert int(counts.max()) <= max_count, f"{counts.tolist()} candidates: too many for a robust comparison"
             return threshold
     raise AssertionError("no threshold with a clear gap: the test model's scores are too crowded")
 
 
 def assert_same_detections(expected: Detections, got: Detections, what: str, strict_order: bool = True) -> None:
-    """Same count and classes, each box with IoU >= 0.99 (or, for zero-area boxes, the same corners): paired by rank (the golden criterion), or with
-    ``strict_order=False`` paired greedily by IoU, for scores so close that float noise may swap their ranks."""
+    """Same count and classes, each box with IoU >= 0.99 (zero-area boxes: the same corners), paired by rank (the
+    golden criterion), or with ``strict_order=False`` paired greedily by IoU, for scores so close that float noise
+    may swap their ranks."""
     assert len(got) == len(expected), f"{what}: {len(got)} boxes, torch has {len(expected)}"
     if not len(expected):
         return

@@ -41,6 +41,7 @@ def _image_subscribed(probe: NodeProbe) -> int:
     return probe.publishers["camera"].get_subscription_count()
 
 
+@pytest.mark.slow
 def test_configure_activate_deactivate_cleanup_cycles(managed) -> None:
     node, probe = managed
     assert probe.get_state(TIMEOUT) == "unconfigured"

@@ -1,20 +1,16 @@
-"""Two cameras served by one node in batches of two, each answered on its own topics with its own header.
-
-This test also runs every process with config/fastdds_shm.xml and the node's default best-effort (sensor_data)
-image subscriptions at 1280x720: without the profile's large shared-memory segment most such frames are lost."""
+"""Two cameras served by one node in batches of two, each answered on its own topics with its own header, all of it
+inside a namespace (config/hybridnets.yaml applies there too: `/**`)."""
 from __future__ import annotations
 
 from pathlib import Path
 
 import pytest
-from rclpy.qos import qos_profile_sensor_data
 
 from hybridnets_ros.ros import conversions
 from hybridnets_ros.ros.bench import random_checkpoint, running_node, synthetic_frame, unique_header
 
 TIMEOUT = 120.0
 CAMERAS = ("front", "rear")
-PROFILE = Path(__file__).resolve().parents[1] / "config" / "fastdds_shm.xml"
 
 
 @pytest.fixture(scope="module")
@@ -22,12 +18,13 @@ def d0_weights(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return random_checkpoint(tmp_path_factory.mktemp("d0"))
 
 
+@pytest.mark.slow
 def test_two_cameras_are_batched_and_answered_separately(ros_env, tmp_path, d0_weights) -> None:
-    env = {**ros_env, "FASTDDS_DEFAULT_PROFILES_FILE": str(PROFILE)}
     # A long batch wait makes pairing certain however the two frames are delayed on a busy machine.
-    parameters = {"weights": str(d0_weights), "device": "cpu", "cameras": list(CAMERAS), "max_batch_wait_ms": 5000}
-    probe_options = {"cameras": CAMERAS, "input_qos": qos_profile_sensor_data, "image_outputs": ("segmentation",)}
-    with running_node(env, tmp_path, parameters, probe_options) as (node, probe):
+    parameters = {"weights": str(d0_weights), "device": "cpu", "cameras": list(CAMERAS), "max_batch_wait_ms": 5000,
+                  "input_qos": "reliable"}
+    probe_options = {"cameras": CAMERAS, "image_outputs": ("segmentation",), "namespace": "/robot1"}
+    with running_node(ros_env, tmp_path, parameters, probe_options) as (node, probe):
         for round_ in range(3):
             sent = {}
             for i, camera in enumerate(CAMERAS):
@@ -44,8 +41,9 @@ def test_two_cameras_are_batched_and_answered_separately(ros_env, tmp_path, d0_w
                 assert probe.find(f"{other}/detections", header) is None  # never on the other camera's topic
         model = probe.wait_for_diagnostics(": model", TIMEOUT, lambda v: int(v["batches"]) >= 3)
         assert model is not None
+        assert probe.subscriptions[0].topic_name == "/robot1/front/detections"
         assert model["batch_size"] == "2"
-        assert int(model["batches"]) == 3 + 0  # three rounds, each one forward pass over both cameras
+        assert int(model["batches"]) == 3  # three rounds, each one forward pass over both cameras
         for camera in CAMERAS:
             values = probe.diagnostics(f"camera {camera}")
             assert values is not None and values["published"] == "3" and values["dropped"] == "0"

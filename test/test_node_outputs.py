@@ -86,6 +86,7 @@ def _check_outputs(probe, camera: str, msg, size: tuple[int, int], min_score: fl
     return len(detections.detections)
 
 
+@pytest.mark.slow
 def test_demo_images_and_generated_frames(ros_env, tmp_path, d0_weights, demo_images_dir) -> None:
     frames: list[tuple[str, object, tuple[int, int]]] = []
     for path in sorted(demo_images_dir.glob("*.jpg")):
@@ -140,6 +141,7 @@ BAD_INPUTS = [
 ]
 
 
+@pytest.mark.slow
 def test_bad_input_is_warned_skipped_counted_and_the_next_frame_answered(ros_env, tmp_path, d0_weights) -> None:
     good = synthetic_frame(72, 128)
     with running_node(ros_env, tmp_path, _parameters(d0_weights), _probe_options()) as (node, probe):
@@ -164,6 +166,7 @@ def test_bad_input_is_warned_skipped_counted_and_the_next_frame_answered(ros_env
     assert "Traceback" not in node.log()
 
 
+@pytest.mark.slow
 def test_label_info_for_a_late_subscriber_and_thresholds_at_run_time(ros_env, tmp_path, d0_weights) -> None:
     frame = synthetic_frame(144, 256)
     with running_node(ros_env, tmp_path, _parameters(d0_weights), _probe_options(label_info=False)) as (node, probe):

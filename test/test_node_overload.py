@@ -22,6 +22,7 @@ def d0_weights(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return random_checkpoint(tmp_path_factory.mktemp("d0"))
 
 
+@pytest.mark.slow
 def test_overload_drops_old_frames_and_keeps_latency_bounded(ros_env, tmp_path, d0_weights) -> None:
     frame = synthetic_frame(360, 640)
     parameters = {"weights": str(d0_weights), "device": "cpu", "input_qos": "reliable", "max_batch_wait_ms": 0}

@@ -1,18 +1,26 @@
-"""Bag replay on sim time: frames written to a rosbag2 file with rosbags, played with their bag stamps and /clock;
-the node (use_sim_time) answers with the bag's stamps and judges frame age on the bag's clock."""
+"""Bag replay on sim time: frames written to a rosbag2 file with rosbags and played by the bag tool in its own
+process with their bag stamps and /clock; the node (use_sim_time) answers with the bag's stamps and judges frame age
+on the bag's clock.
+
+Player and node use config/fastdds_shm.xml, and the node its default best-effort (sensor_data) subscription, with
+1280x720 frames: without the profile's shared-memory segment such frames are mostly lost on the way. (The profile is
+given to subprocesses only: Fast DDS reads it once per process, so the test process keeps the default transports.)"""
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 from std_msgs.msg import Header
 
-from hybridnets_ros.ros.bag import play_bag, write_image_bag
+from hybridnets_ros.ros.bag import write_image_bag
 from hybridnets_ros.ros.bench import random_checkpoint, running_node, synthetic_frame
 
 TIMEOUT = 120.0
 BAG_START_NS = 1_000 * 1_000_000_000  # 1970 + 1000 s: decades older than the wall clock
 FRAMES = 4
+PROFILE = Path(__file__).resolve().parents[1] / "config" / "fastdds_shm.xml"
 
 
 @pytest.fixture(scope="module")
@@ -26,22 +34,29 @@ def _header(stamp_ns: int) -> Header:
     return header
 
 
+@pytest.mark.slow
 def test_replay_outputs_carry_the_bag_stamps(ros_env, tmp_path, d0_weights) -> None:
     bag = tmp_path / "drive_bag"
-    stamps = write_image_bag(bag, [synthetic_frame(180, 320, seed=i) for i in range(FRAMES)],
-                             topic="/camera/image_raw", frame_id="camera", rate_hz=2.0, start_ns=BAG_START_NS)
+    stamps = write_image_bag(bag, [synthetic_frame(720, 1280, seed=i) for i in range(FRAMES)],
+                             topic="/camera/image_raw", frame_id="camera", rate_hz=1.0, start_ns=BAG_START_NS)
+    shm_env = {**ros_env, "FASTDDS_DEFAULT_PROFILES_FILE": str(PROFILE)}
     # On the wall clock every bag frame is older than max_input_age_ms and would be dropped: answers prove that
     # the node runs on the bag's /clock.
-    parameters = {"weights": str(d0_weights), "device": "cpu", "use_sim_time": True, "input_qos": "reliable",
-                  "max_input_age_ms": 10000}
-    with running_node(ros_env, tmp_path, parameters, {"image_outputs": ("segmentation",)}) as (node, probe):
-        assert play_bag(probe.node, bag, clock_hz=50.0, wait_subscribers_s=TIMEOUT) == FRAMES
+    parameters = {"weights": str(d0_weights), "device": "cpu", "use_sim_time": True, "max_input_age_ms": 10000}
+    with running_node(shm_env, tmp_path, parameters, {"image_outputs": ("segmentation",)},
+                      probe_env=ros_env) as (node, probe):
+        player = subprocess.run(
+            [sys.executable, "-m", "hybridnets_ros.ros.bag", "play", str(bag), "--clock", "50",
+             "--wait-subscribers", str(TIMEOUT)],
+            env=shm_env, capture_output=True, text=True, timeout=3 * TIMEOUT)
+        assert player.returncode == 0, player.stderr
         last = _header(stamps[-1])
         assert probe.wait_for_output("camera/detections", last, TIMEOUT) is not None, node.log()
         assert probe.wait_for_output("camera/segmentation", last, TIMEOUT) is not None
         values = probe.wait_for_diagnostics(
             "camera camera", TIMEOUT, lambda v: int(v["published"]) + int(v["dropped"]) == FRAMES)
-        assert values is not None and values["dropped_stale"] == "0"
+        assert values is not None, f"frames lost on the way: {probe.diagnostics('camera camera')}"
+        assert values["received"] == str(FRAMES) and values["dropped_stale"] == "0"
     bag_headers = [_header(s) for s in stamps]
     answered = probe.messages("camera/detections")
     assert answered and all(msg.header in bag_headers for msg in answered)

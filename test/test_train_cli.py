@@ -101,13 +101,14 @@ def test_two_process_ddp_on_cpu_writes_a_checkpoint_the_pipeline_loads(project: 
     output = tmp_path / "ddp"
     _run([PYTHON, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
           "-m", "hybridnets_ros.training.train", "--project", str(project), "--model-config", str(config),
-          "--output", str(output), "--epochs", "1", "--batch-size", "2", "--workers", "0", "--val-every", "0",
-          "--device", "cpu"], timeout=400)
+          "--output", str(output), "--epochs", "1", "--batch-size", "2", "--workers", "0", "--precise-bn", "1",
+          "--log-images", "1", "--device", "cpu"], timeout=400)
     state = torch.load(output / "last.pt", map_location="cpu", weights_only=True)
     # 8 images over 2 ranks of batch 2: 2 steps per epoch (one process alone would take 4).
     assert state["global_step"] == 2
     assert not any(key.startswith("module.") for key in state["model"])
-    pipeline = HybridNetsPipeline.from_weights(str(output / "last.pt"), device="cpu")
+    assert (output / "best.pt").is_file() and "fitness_combined" in state["metrics"]  # rank 0 validated
+    pipeline = HybridNetsPipeline.from_weights(str(output / "best.pt"), device="cpu")
     image = cv2.cvtColor(cv2.imread(str(_val_image(project))), cv2.COLOR_BGR2RGB)
     (result,) = pipeline([image])
     assert result.seg_mask.shape == image.shape[:2]

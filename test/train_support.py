@@ -88,23 +88,29 @@ def small_config(tmp_dir: Path, input_hw: tuple[int, int] = (128, 256), base: st
     return path
 
 
-def make_toy_dataset(root: Path, num_train: int = 4, num_val: int = 2, size: tuple[int, int] = (288, 512)) -> Path:
-    """A dataset of simple scenes with one or two large vehicles each; returns the project yaml path."""
+def make_toy_dataset(root: Path, num_train: int = 4, num_val: int = 2, size: tuple[int, int] = (288, 512),
+                     val_is_train: bool = False) -> Path:
+    """A dataset of simple scenes with one or two large vehicles each; returns the project yaml path.
+
+    ``val_is_train``: the val split holds the train images (overfitting checks).
+    """
     project = write_project(root)
     rng = np.random.default_rng(123)
     height, width = size
     for split, count in (("train", num_train), ("val", num_val)):
         for i in range(count):
             boxes = []
-            for k in range(1 + i % 2):  # one vehicle per half of the image
+            for k in range(1 + i % 2):  # one vehicle per half of the image, car-like proportions
                 w = int(rng.integers(width // 8, width // 4))
-                h = int(rng.integers(height // 8, height // 4))
+                h = int(w * rng.uniform(0.6, 1.1))
                 x1 = k * width // 2 + int(rng.integers(0, width // 2 - w))
                 y1 = int(rng.integers(height // 3, height - h))
                 boxes.append((x1, y1, x1 + w, y1 + h))
             image, road, lane = simple_scene(height, width, boxes, seed=i)
-            write_scene(root, split, f"{split}{i:03d}", image, [box_object("car", b, k) for k, b in enumerate(boxes)],
-                        road, lane)
+            objects = [box_object("car", b, k) for k, b in enumerate(boxes)]
+            write_scene(root, split, f"{split}{i:03d}", image, objects, road, lane)
+            if val_is_train and split == "train":
+                write_scene(root, "val", f"{split}{i:03d}", image, objects, road, lane)
     return project
 
 

@@ -12,14 +12,16 @@ The input is static (the model config's input size); the batch is dynamic unless
 from __future__ import annotations
 
 import argparse
+import contextlib
 import copy
+import dataclasses
 import json
 import logging
 import os
 import sys
 import tempfile
 import warnings
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -51,13 +53,15 @@ LOG = logging.getLogger(__name__)
 
 VARIANTS = ("postprocessed", "raw")
 EXPORTERS = ("dynamo", "torchscript")
-# The dynamo exporter implements opset 18 (it cannot down-convert this model's Pad to 17); TensorRT >= 8.6,
-# OpenVINO and ONNX Runtime all read it.
+# The dynamo exporter implements opset 18 (it cannot down-convert this model's Pad to 17); ONNX Runtime, OpenVINO
+# and TensorRT 10 read it (the tensorrt backend falls back to the TorchScript exporter, opset 17, for TensorRT 8).
 DEFAULT_OPSET = 18
+DYNAMO_MIN_OPSET = 18
 DEFAULT_EXPORTER = "dynamo"
 METADATA_PREFIX = "hybridnets_ros."
 # Largest batch the dynamo exporter's symbolic batch dimension admits; backends pick their own limits below it.
 _MAX_DYNAMIC_BATCH = 1024
+_NOISY_LOGGERS = ("torch.onnx._internal.exporter._registration", "onnx_ir._convenience")
 # Agreement the check demands (the golden tolerances for a backend): boxes in the same order with IoU >= 0.99 and
 # the same classes, masks equal on >= 99.9 % of the pixels.
 MIN_BOX_IOU = 0.99
@@ -113,7 +117,7 @@ def _metadata(config: ModelConfig, variant: str, postprocess: PostprocessConfig 
         meta["outputs"] = ("detections (B,K,6) float32 [x1,y1,x2,y2,score,class_id] in input pixels by descending "
                            "score, rows >= num_detections are zero; num_detections (B,) int64; "
                            "seg_classes (B,H,W) uint8 (0 background, k = seg_class_names[k])")
-        meta["postprocess"] = json.dumps(vars(postprocess or PostprocessConfig()))
+        meta["postprocess"] = json.dumps(dataclasses.asdict(postprocess or PostprocessConfig()))
     return {METADATA_PREFIX + k: v for k, v in meta.items()}
 
 
@@ -122,10 +126,12 @@ def _export_torchscript(wrapper: nn.Module, example: torch.Tensor, path: Path, n
     inputs, outputs = names
     axes = {name: {0: "batch"} for name in (*inputs, *outputs)} if dynamic else None
     with warnings.catch_warnings():
-        # The exporter announces its own deprecation, and the tracer notes that the static input size becomes a
-        # constant (the padding arithmetic), which is intended: the input size is fixed.
+        # The exporter announces its own deprecation, the tracer notes that the static input size becomes a
+        # constant (the padding arithmetic), which is intended: the input size is fixed, and constant folding
+        # skips strided slices, which only leaves them as Slice ops.
         warnings.simplefilter("ignore", DeprecationWarning)
         warnings.simplefilter("ignore", torch.jit.TracerWarning)
+        warnings.filterwarnings("ignore", message="Constant folding - Only steps=1", category=UserWarning)
         torch.onnx.export(wrapper, (example,), str(path), dynamo=False, opset_version=opset, input_names=list(inputs),
                           output_names=list(outputs), dynamic_axes=axes)
 
@@ -134,10 +140,28 @@ def _export_dynamo(wrapper: nn.Module, example: torch.Tensor, path: Path, names:
                    dynamic: bool) -> None:
     inputs, outputs = names
     shapes = {inputs[0]: {0: torch.export.Dim("batch", min=1, max=_MAX_DYNAMIC_BATCH)}} if dynamic else None
-    program = torch.onnx.export(wrapper, (example,), dynamo=True, opset_version=opset, input_names=list(inputs),
-                                output_names=list(outputs), dynamic_shapes=shapes, verbose=False,
-                                custom_translation_table=dynamo_translation_table(), external_data=False)
+    with _quiet_dynamo_exporter():
+        program = torch.onnx.export(wrapper, (example,), dynamo=True, opset_version=opset, input_names=list(inputs),
+                                    output_names=list(outputs), dynamic_shapes=shapes, verbose=False,
+                                    custom_translation_table=dynamo_translation_table(), external_data=False)
     program.save(str(path), external_data=False)
+
+
+@contextlib.contextmanager
+def _quiet_dynamo_exporter() -> Iterator[None]:
+    """Silence the exporter's known harmless notices: torchvision ops it cannot register (no torchvision here),
+    a pytree deprecation inside torch, and an untyped empty attribute in onnx_ir."""
+    loggers = [logging.getLogger(name) for name in _NOISY_LOGGERS]
+    levels = [logger.level for logger in loggers]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)
+        for logger in loggers:
+            logger.setLevel(logging.ERROR)
+        try:
+            yield
+        finally:
+            for logger, level in zip(loggers, levels):
+                logger.setLevel(level)
 
 
 def export_onnx(
@@ -161,6 +185,9 @@ def export_onnx(
         raise ValueError(f"unknown exporter '{exporter}': use one of {list(EXPORTERS)}")
     if batch is not None and batch < 1:
         raise ValueError(f"batch must be >= 1 (or None for a dynamic batch), got {batch}")
+    if exporter == "dynamo" and opset < DYNAMO_MIN_OPSET:
+        raise ValueError(f"the dynamo exporter writes opset {DYNAMO_MIN_OPSET} or later (asked for {opset}): use a "
+                         f"later opset, or the torchscript exporter for opsets 11..{DYNAMO_MIN_OPSET - 1}")
     onnx = import_runtime("onnx", "ONNX export")
     output = Path(output).expanduser()
     output.parent.mkdir(parents=True, exist_ok=True)
@@ -207,7 +234,8 @@ class FrameAgreement:
 
     torch_boxes: int
     onnx_boxes: int
-    min_iou_by_rank: float  # boxes paired by rank (the golden criterion); 1.0 when both are empty, 0.0 on a count mismatch
+    # boxes paired by rank (the golden criterion); 1.0 when both are empty, 0.0 on a count mismatch
+    min_iou_by_rank: float
     min_iou_matched: float  # boxes paired greedily by IoU within a class: insensitive to reordered near-equal scores
     mask_agreement: float
 
@@ -314,7 +342,8 @@ def verify_onnx(
         heads = pipeline.forward(x)
         expected = pipeline.postprocess_batch(heads, letterboxes)
         if variant == "raw":
-            got = HybridNetsOutput(*(torch.from_numpy(a) for a in session.run(list(RAW_OUTPUTS), {RAW_INPUTS[0]: x.numpy()})))
+            arrays = session.run(list(RAW_OUTPUTS), {RAW_INPUTS[0]: x.numpy()})
+            got = HybridNetsOutput(*(torch.from_numpy(a) for a in arrays))
             for name, a, b in zip(RAW_OUTPUTS, heads, got):
                 report.max_abs_diff[name] = float((a - b).abs().max())
             for ref, res in zip(expected, pipeline.postprocess_batch(got, letterboxes)):
@@ -350,13 +379,14 @@ def build_parser() -> argparse.ArgumentParser:
                     "it against the torch pipeline, or build the TensorRT engine the tensorrt backend uses.",
     )
     parser.add_argument("--weights", help="checkpoint (default: the bundled model)")
-    parser.add_argument("--model-config", help="model config name in models/ or a yaml path (default: from the checkpoint)")
+    parser.add_argument("--model-config",
+                        help="model config name in models/ or a yaml path (default: from the checkpoint)")
     parser.add_argument("--output", help="ONNX file to write (required unless --tensorrt-engine)")
     parser.add_argument("--variant", choices=VARIANTS, default="postprocessed",
                         help="postprocessed: uint8 images in, final detections + seg class map out (default); "
                              "raw: normalised images in, the three heads out")
-    parser.add_argument("--opset", type=int, default=DEFAULT_OPSET)
-    parser.add_argument("--exporter", choices=EXPORTERS, default=DEFAULT_EXPORTER,
+    parser.add_argument("--opset", type=int, help=f"ONNX opset (default {DEFAULT_OPSET})")
+    parser.add_argument("--exporter", choices=EXPORTERS,
                         help="torch.onnx exporter: dynamo (torch.export based, the default) or torchscript (legacy)")
     batch = parser.add_mutually_exclusive_group()
     batch.add_argument("--batch", type=int, help="fixed batch size")
@@ -420,11 +450,12 @@ def main(argv: Sequence[str] | None = None) -> int:
                                         args.max_detections)
         postprocess.validate()
         frames = None if args.no_verify else _verification_frames(args.verify_images)
+        opset, exporter = args.opset or DEFAULT_OPSET, args.exporter or DEFAULT_EXPORTER
         print(f"exporting {weights} ('{config.name}', input {config.input_size[0]}x{config.input_size[1]}) as "
-              f"{args.variant} ONNX (opset {args.opset}, {args.exporter} exporter, batch "
-              f"{args.batch or 'dynamic'}) ...", flush=True)
-        path = export_onnx(model, config, args.output, variant=args.variant, opset=args.opset, batch=args.batch,
-                           postprocess=postprocess, exporter=args.exporter)
+              f"{args.variant} ONNX (opset {opset}, {exporter} exporter, batch {args.batch or 'dynamic'}) ...",
+              flush=True)
+        path = export_onnx(model, config, args.output, variant=args.variant, opset=opset, batch=args.batch,
+                           postprocess=postprocess, exporter=exporter)
         print(f"wrote {path} ({path.stat().st_size / 1e6:.1f} MB)")
     except (OSError, ValueError, RuntimeError, ImportError) as exc:
         print(f"hybridnets-export: error: {exc}", file=sys.stderr)

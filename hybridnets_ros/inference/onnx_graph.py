@@ -31,6 +31,7 @@ RAW_OUTPUTS = ("regression", "classification", "segmentation")
 POSTPROCESSED_INPUTS = ("images",)
 POSTPROCESSED_OUTPUTS = ("detections", "num_detections", "seg_classes")
 LETTERBOX_PAD_VALUE = 114
+NMS_OPSET = 10  # NonMaxSuppression exists from opset 10; the symbolic is valid for every later opset
 # Score given to (anchor, class) pairs that are not the anchor's best class: below any valid threshold (>= 0), so
 # NMS never selects them, which makes NMS see one class per anchor as the torch pipeline does.
 _NOT_BEST_CLASS = -1.0
@@ -69,11 +70,9 @@ def _non_max_suppression_fake(
     return boxes.new_empty((count, 3), dtype=torch.int64)
 
 
+@symbolic_helper.parse_args("v", "v", "i", "f", "f")
 def _nms_symbolic(g, boxes, scores, max_per_class, iou_threshold, score_threshold):  # noqa: ANN001, ANN202
     """TorchScript-exporter translation of the custom op to ``NonMaxSuppression``."""
-    max_per_class = symbolic_helper._parse_arg(max_per_class, "i")
-    iou_threshold = symbolic_helper._parse_arg(iou_threshold, "f")
-    score_threshold = symbolic_helper._parse_arg(score_threshold, "f")
     return g.op(
         "NonMaxSuppression",
         boxes,
@@ -84,7 +83,6 @@ def _nms_symbolic(g, boxes, scores, max_per_class, iou_threshold, score_threshol
     )
 
 
-NMS_OPSET = 10  # NonMaxSuppression exists from opset 10; the symbolic is valid for every later opset
 torch.onnx.register_custom_op_symbolic("hybridnets_export::non_max_suppression", _nms_symbolic, NMS_OPSET)
 
 
@@ -92,7 +90,8 @@ def dynamo_translation_table() -> dict:
     """``custom_translation_table`` for ``torch.onnx.export(dynamo=True)``: the custom op -> ``NonMaxSuppression``."""
     from onnxscript import opset18 as op
 
-    def nms_onnx(boxes, scores, max_per_class: int, iou_threshold: float, score_threshold: float):  # noqa: ANN001, ANN202
+    def nms_onnx(boxes, scores, max_per_class: int, iou_threshold: float,  # noqa: ANN001, ANN202
+                 score_threshold: float):
         return op.NonMaxSuppression(
             boxes,
             scores,
@@ -102,6 +101,18 @@ def dynamo_translation_table() -> dict:
         )
 
     return {torch.ops.hybridnets_export.non_max_suppression.default: nms_onnx}
+
+
+def _top(values: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The k largest of each row, equal values ranked by position (as the pipeline's stable sort ranks them).
+
+    ONNX TopK specifies exactly that order; torch.topk leaves ties unordered, so eager torch sorts stably instead
+    (the exporters cannot translate a stable sort, hence the two paths).
+    """
+    if torch.onnx.is_in_onnx_export():
+        return values.topk(k, dim=1)
+    values, index = values.sort(dim=1, descending=True, stable=True)
+    return values[:, :k], index[:, :k]
 
 
 class RawHeads(nn.Module):
@@ -156,19 +167,23 @@ class PostprocessedHybridNets(nn.Module):
         boxes = clip_boxes(decode_boxes(self.anchors[top_idx], deltas), self.input_hw)
         top_classes = torch.gather(best_class, 1, top_idx)
         classes = torch.arange(self.num_classes, device=regression.device).view(1, -1, 1)
-        class_scores = torch.where(
-            classes == top_classes.unsqueeze(1), top_scores.unsqueeze(1), torch.full_like(top_scores, _NOT_BEST_CLASS).unsqueeze(1)
-        )  # (B,C,k)
+        not_best = torch.full_like(top_scores, _NOT_BEST_CLASS).unsqueeze(1)
+        class_scores = torch.where(classes == top_classes.unsqueeze(1), top_scores.unsqueeze(1), not_best)  # (B,C,k)
+        # ONNX NMS puts each box's corners in order itself, while the pipeline's IoU gives an inverted box (an
+        # anchor decoded outside the image, then clipped) no overlap with anything; collapsing inverted boxes to
+        # zero area gives the same decisions in both.
+        nms_boxes = torch.cat([boxes[..., :2], torch.maximum(boxes[..., 2:], boxes[..., :2])], dim=-1)
         selected = torch.ops.hybridnets_export.non_max_suppression(
-            boxes, class_scores, self.max_detections, self.iou_threshold, self.score_threshold
+            nms_boxes, class_scores, self.max_detections, self.iou_threshold, self.score_threshold
         )
         image, cls, box = selected[:, 0], selected[:, 1], selected[:, 2]
         # Scatter the survivors into a dense (B, C*k) score table, then take the best K per image: a fixed-size
         # output sorted by descending score, whatever number of boxes NMS kept.
         flat_scores = class_scores.flatten(1)
-        kept = torch.zeros_like(flat_scores, dtype=torch.bool).index_put((image, cls * k + box), torch.ones_like(box, dtype=torch.bool))
+        kept = torch.zeros_like(flat_scores, dtype=torch.bool).index_put(
+            (image, cls * k + box), torch.ones_like(box, dtype=torch.bool))
         ranked = torch.where(kept, flat_scores, torch.full_like(flat_scores, _NOT_BEST_CLASS))
-        scores, flat_idx = ranked.topk(self.max_detections, dim=1)
+        scores, flat_idx = _top(ranked, self.max_detections)
         valid = scores > _NOT_BEST_CLASS
         box_idx = flat_idx % k
         out_boxes = torch.gather(boxes, 1, box_idx.unsqueeze(-1).expand(-1, -1, 4))

@@ -31,6 +31,7 @@ from typing import Iterable, Iterator, Sequence
 import numpy as np
 import rclpy
 from builtin_interfaces.msg import Time
+from rclpy.duration import Duration
 from rclpy.executors import SingleThreadedExecutor
 from rclpy.node import Node
 from rclpy.parameter import Parameter
@@ -60,6 +61,7 @@ STORAGES = {"sqlite3": StoragePlugin.SQLITE3, "mcap": StoragePlugin.MCAP}
 BAG_VERSION = 9  # metadata version of rosbag2 in Jazzy and Kilted
 CLOCK_TOPIC = "/clock"
 DEFAULT_CLOCK_HZ = 40.0  # same default as `ros2 bag play --clock`
+ACK_TIMEOUT_S = 10.0  # how long the player waits for reliable subscribers to acknowledge its last messages
 IMAGE_TYPE = "sensor_msgs/msg/Image"
 NANOSECONDS = 1_000_000_000
 
@@ -308,6 +310,11 @@ def play_bag(
         published = _play_once(node, reader, publishers, rate, clock, stop)
         while loop and _running(node, stop):
             published += _play_once(node, reader, publishers, rate, clock, stop)
+        # A reliable large frame can still be in flight when the last publish returns; exiting then loses it.
+        for publisher in publishers.values():
+            if not publisher.wait_for_all_acked(Duration(seconds=ACK_TIMEOUT_S)):
+                LOG.warning("%s: not every subscriber acknowledged the last messages within %.0f s",
+                            publisher.topic_name, ACK_TIMEOUT_S)
     LOG.info("published %d messages from %s", published, path)
     return published
 

@@ -30,7 +30,7 @@ from rcl_interfaces.srv import SetParameters
 from rclpy.context import Context
 from rclpy.executors import SingleThreadedExecutor
 from rclpy.parameter import Parameter
-from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
+from rclpy.qos import QoSProfile, ReliabilityPolicy
 from rclpy.signals import SignalHandlerOptions
 from sensor_msgs.msg import CompressedImage, Image
 from std_msgs.msg import Header
@@ -39,15 +39,14 @@ from vision_msgs.msg import Detection2DArray, LabelInfo
 from hybridnets_ros.resources import config_dir
 from hybridnets_ros.ros import conversions
 from hybridnets_ros.ros.diagnostics import status_values
-from hybridnets_ros.ros.node import NODE_NAME
+from hybridnets_ros.ros.node import LABEL_INFO_QOS, NODE_NAME
 
 # What a DDS participant of this process reads from the environment.
 DDS_VARIABLES = ("ROS_AUTOMATIC_DISCOVERY_RANGE", "ROS_STATIC_PEERS", "RMW_IMPLEMENTATION",
                  "FASTDDS_DEFAULT_PROFILES_FILE", "ROS_LOG_DIR", "HOME")
 IMAGE_OUTPUTS = ("segmentation", "drivable_area/mask", "lane_lines/mask")
 RELIABLE_INPUT_QOS = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE)
-LABEL_INFO_QOS = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL)
-OUTPUT_QOS = QoSProfile(depth=50, reliability=ReliabilityPolicy.RELIABLE)
+OUTPUT_QOS = QoSProfile(depth=50, reliability=ReliabilityPolicy.RELIABLE)  # deep: a test reads outputs in bursts
 
 
 def ros_environment(base: Mapping[str, str] | None = None, domain_id: int | None = None) -> dict[str, str]:
@@ -109,14 +108,14 @@ class NodeProcess:
         log_path: Path,
         parameters: Mapping[str, Any] | None = None,
         params_file: Path | None = None,
-        ros_args: Sequence[str] = (),
-        command: Sequence[str] | None = None,
+        namespace: str = "",
     ) -> None:
         params_file = params_file if params_file is not None else config_dir() / "hybridnets.yaml"
-        args = list(command or node_command()) + ["--ros-args", "--params-file", str(params_file)]
+        self.args = node_command() + ["--ros-args", "--params-file", str(params_file)]
+        if namespace:
+            self.args += ["-r", f"__ns:={namespace}"]
         for name, value in (parameters or {}).items():
-            args += ["-p", f"{name}:={format_parameter(value)}"]
-        self.args = args + list(ros_args)
+            self.args += ["-p", f"{name}:={format_parameter(value)}"]
         self.log_path = Path(log_path)
         self._log_file = open(self.log_path, "wb")
         self.process = subprocess.Popen(self.args, env=dict(env), stdout=self._log_file, stderr=subprocess.STDOUT,
@@ -254,20 +253,19 @@ class NodeProbe:
         with self._cond:
             return [m for _, m in self.received.get(topic, [])]
 
+    def _lookup(self, topic: str, header: Header) -> tuple[float, Any] | None:
+        with self._cond:
+            return next(((t, m) for t, m in self.received.get(topic, []) if m.header == header), None)
+
     def find(self, topic: str, header: Header) -> Any | None:
         """The message on ``topic`` whose header equals ``header`` (stamp and frame_id)."""
-        with self._cond:
-            for _, msg in self.received.get(topic, []):
-                if msg.header == header:
-                    return msg
-        return None
+        found = self._lookup(topic, header)
+        return None if found is None else found[1]
 
     def arrival(self, topic: str, header: Header) -> float | None:
-        with self._cond:
-            for t, msg in self.received.get(topic, []):
-                if msg.header == header:
-                    return t
-        return None
+        """When (``time.monotonic()``) that message arrived."""
+        found = self._lookup(topic, header)
+        return None if found is None else found[0]
 
     def wait_for_output(self, topic: str, header: Header, timeout: float) -> Any | None:
         self.wait_until(lambda: self.find(topic, header) is not None, timeout)
@@ -345,11 +343,14 @@ def running_node(
     probe_options: Mapping[str, Any] | None = None,
     params_file: Path | None = None,
     timeout: float = 120.0,
+    probe_env: Mapping[str, str] | None = None,
 ) -> Iterator[tuple[NodeProcess, NodeProbe]]:
-    """The node as a subprocess and a probe whose topics all matched it; both are always torn down (SIGINT, kill)."""
-    node = NodeProcess(env, Path(log_dir) / "node.log", parameters, params_file)
+    """The node as a subprocess (environment ``env``) and a probe (``probe_env``, default ``env``) whose topics all
+    matched it; both are always torn down (SIGINT, then kill). A ``namespace`` in ``probe_options`` applies to both."""
+    namespace = (probe_options or {}).get("namespace", "")
+    node = NodeProcess(env, Path(log_dir) / "node.log", parameters, params_file, namespace)
     try:
-        with NodeProbe(env, **(probe_options or {})) as probe:
+        with NodeProbe(probe_env if probe_env is not None else env, **(probe_options or {})) as probe:
             if not probe.wait_matched(timeout):
                 raise RuntimeError(f"the node's topics did not match within {timeout:.0f} s; its output:\n{node.log()}")
             yield node, probe

@@ -29,8 +29,8 @@ from rclpy.executors import ExternalShutdownException
 from rclpy.lifecycle import LifecycleState, Node as LifecycleNode, TransitionCallbackReturn
 from rclpy.parameter import Parameter
 from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
-from sensor_msgs.msg import CameraInfo, CompressedImage, Image
 from diagnostic_msgs.msg import DiagnosticArray
+from sensor_msgs.msg import CameraInfo, CompressedImage, Image
 from std_msgs.msg import Header
 from vision_msgs.msg import Detection2DArray, LabelInfo
 
@@ -304,6 +304,7 @@ class HybridNetsNode(LifecycleNode):
     # ---- set-up and tear-down ---------------------------------------------------------------------------------
 
     def _load_pipeline(self) -> Any:
+        # Imported here: torch takes seconds to import, and nothing before configure needs it.
         from hybridnets_ros.inference.pipeline import HybridNetsPipeline
         from hybridnets_ros.inference.postprocess import PostprocessConfig
 
@@ -393,7 +394,7 @@ class HybridNetsNode(LifecycleNode):
                 subscriptions.append(self.create_subscription(
                     Image, f"{camera}/image_raw", lambda msg, c=camera: self._on_image(c, msg), self._input_qos))
             subscriptions.append(self.create_subscription(
-                CameraInfo, f"{camera}/camera_info", lambda msg, c=camera: self._camera_info.__setitem__(c, msg),
+                CameraInfo, f"{camera}/camera_info", lambda msg, c=camera: self._on_camera_info(c, msg),
                 qos_profile_sensor_data))
         return subscriptions
 
@@ -418,6 +419,10 @@ class HybridNetsNode(LifecycleNode):
 
     def _on_compressed(self, camera: str, msg: CompressedImage) -> None:
         self._accept(camera, msg.header, lambda: (conversions.compressed_to_array(msg), "bgr8"))
+
+    def _on_camera_info(self, camera: str, msg: CameraInfo) -> None:
+        """Kept for the diagnostics (image size it describes); no output depends on it yet."""
+        self._camera_info[camera] = msg
 
     def _accept(self, camera: str, header: Header, convert: Any) -> None:
         stats = self._camera_stats[camera]
@@ -492,7 +497,7 @@ class HybridNetsNode(LifecycleNode):
             outputs.overlay.publish(conversions.array_to_image(self._overlay(frame, result), header, "bgr8"))
 
     def _overlay(self, frame: Frame, result: Any) -> np.ndarray:
-        from hybridnets_ros.inference.visualize import draw_overlay
+        from hybridnets_ros.inference.visualize import draw_overlay  # loaded with the pipeline by now: no cost
 
         return draw_overlay(_to_bgr(frame.image, frame.encoding), result, self._pipeline.class_names,
                             self._pipeline.seg_names)
@@ -533,7 +538,7 @@ def _describe(exc: BaseException) -> str:
 
 def main(args: Sequence[str] | None = None) -> int:
     """Entry point of ``hybridnets_node``; returns the process exit code."""
-    logging.basicConfig(level=logging.INFO)
+    logging.basicConfig(level=logging.INFO, format="[%(levelname)s] [%(name)s]: %(message)s")  # the library's logs
     rclpy.init(args=args)
     node = None
     try:

@@ -20,7 +20,7 @@ import logging
 import os
 import time
 from collections.abc import Sequence
-from multiprocessing import Pool
+import multiprocessing
 from pathlib import Path
 
 import cv2
@@ -123,7 +123,8 @@ def write_dataset(root: str | Path, num_train: int, num_val: int, seed: int = 0,
     boxes = 0
     step = max(50, len(jobs) // 10)
     if workers > 1 and len(jobs) > 1:
-        with Pool(workers, initializer=_init_worker) as pool:
+        # spawn, not fork: a caller that already runs threads (torch, DDS) would deadlock forked children.
+        with multiprocessing.get_context("spawn").Pool(workers, initializer=_init_worker) as pool:
             for done, n in enumerate(pool.imap_unordered(_job, jobs, chunksize=8), 1):
                 boxes += n
                 if done % step == 0:

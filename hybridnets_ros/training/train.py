@@ -14,10 +14,10 @@ loss terms are not computed at all:
 
 1. ``--freeze-seg`` (detection), 2. ``--freeze-backbone --freeze-det`` (segmentation), 3. end to end.
 
-The output folder receives ``last.pt`` (every epoch, with optimizer/scheduler state for ``--resume``), ``best.pt``
-(highest validation fitness, see :func:`fitness`) and ``tensorboard/`` (loss terms and learning rate per step,
-validation metrics and a few prediction images per validation). Both checkpoints embed the model config, so the node
-loads them directly (``weights:=runs/d0/best.pt``).
+The output folder receives ``last.pt`` (every ``--save-every`` epochs and at the end, with optimizer/scheduler state
+for ``--resume``), ``best.pt`` (highest validation fitness, see :func:`fitness`) and ``tensorboard/`` (loss terms and
+learning rate per step, validation metrics and a few prediction images per validation). Both checkpoints embed the
+model config, so the node loads them directly (``weights:=runs/d0/best.pt``).
 """
 from __future__ import annotations
 
@@ -99,6 +99,8 @@ class TrainOptions:
     no_augment: bool = False
     skip_bad_labels: bool = False
     log_images: int = 4
+    precise_bn: int = 0
+    save_every: int = 1
 
     def validate(self) -> None:
         if self.optimizer not in ("adamw", "sgd"):
@@ -109,8 +111,11 @@ class TrainOptions:
             raise ValueError("--freeze-det together with --freeze-seg leaves no loss to train on; freeze at most one head")
         if self.epochs < 1 or self.batch_size < 1 or self.lr <= 0:
             raise ValueError("--epochs and --batch-size must be >= 1 and --lr > 0")
-        if self.max_steps < 0 or self.val_every < 0 or self.grad_clip < 0 or self.workers < 0:
-            raise ValueError("--max-steps, --val-every, --grad-clip and --workers must not be negative")
+        if min(self.max_steps, self.val_every, self.grad_clip, self.workers, self.precise_bn, self.log_images) < 0:
+            raise ValueError("--max-steps, --val-every, --grad-clip, --workers, --precise-bn and --log-images must not "
+                             "be negative")
+        if self.save_every < 1:
+            raise ValueError("--save-every must be >= 1")
         if self.resume and self.weights is None and not (Path(self.output) / "last.pt").is_file():
             raise ValueError(f"--resume without --weights continues {Path(self.output) / 'last.pt'}, which does not exist")
 
@@ -193,24 +198,9 @@ class Trainer:
         self.device = self.context.device
         self.output = Path(options.output)
         torch.manual_seed(options.seed)
-
         resume_path = self._resume_path()
-        init_path = resume_path or options.weights
-        given = load_model_config(options.model_config) if options.model_config else None
-        if init_path is not None:
-            self.config, state_dict = load_checkpoint(init_path, given)
-        elif given is not None:
-            self.config, state_dict = given, None
-        else:
-            raise ValueError("give --model-config (training from scratch) or --weights (a checkpoint to start from)")
-        model = HybridNets(self.config)
-        if state_dict is not None:
-            model.load_state_dict(state_dict, strict=True)
-            logger.info("initialised from %s", init_path)
-        if options.sync_bn and self.context.is_distributed:
-            if self.device.type != "cuda":
-                raise ValueError("--sync-bn needs CUDA ranks (PyTorch's SyncBatchNorm does not run on CPU)")
-            model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
+        self.config, model, resume_state = self._build_model(resume_path)
+        torch.manual_seed(options.seed + self.context.rank)  # same initial weights, but per-rank dropout draws
         self.frozen = frozen_modules(model, options)
         freeze(self.frozen)
         self.model = model.to(self.device)
@@ -253,8 +243,8 @@ class Trainer:
         self.global_step = 0
         self.best_fitness = -math.inf
         self.last_metrics: dict[str, float] | None = None
-        if resume_path is not None:
-            self._restore(resume_path)
+        if resume_state is not None:
+            self._restore(resume_state, resume_path)
         self.writer = None
         if self.context.is_main:
             from torch.utils.tensorboard import SummaryWriter
@@ -262,20 +252,32 @@ class Trainer:
             self.writer = SummaryWriter(str(self.output / "tensorboard"))
 
     # ------------------------------------------------------------------------------------------- setup helpers
+    def _build_model(self, resume_path: Path | None) -> tuple[ModelConfig, nn.Module, dict[str, Any] | None]:
+        """(config, model with its initial weights, training state to resume or None), on the CPU."""
+        options = self.options
+        init_path = resume_path or options.weights
+        given = load_model_config(options.model_config) if options.model_config else None
+        if init_path is None and given is None:
+            raise ValueError("give --model-config (training from scratch) or --weights (a checkpoint to start from)")
+        config, state_dict = load_checkpoint(init_path, given) if init_path is not None else (given, None)
+        model = HybridNets(config)
+        if state_dict is not None:
+            model.load_state_dict(state_dict, strict=True)
+            logger.info("initialised from %s", init_path)
+        if options.sync_bn and self.context.is_distributed:
+            if self.device.type != "cuda":
+                raise ValueError("--sync-bn needs CUDA ranks (PyTorch's SyncBatchNorm does not run on CPU)")
+            model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
+        resume_state = read_training_state(resume_path) if resume_path is not None else None
+        return config, model, resume_state
+
     def _resume_path(self) -> Path | None:
         if not self.options.resume:
             return None
         return Path(self.options.weights) if self.options.weights else self.output / "last.pt"
 
-    def _restore(self, path: Path) -> None:
+    def _restore(self, state: dict[str, Any], path: Path) -> None:
         """Optimizer, scheduler, scaler and counters from a ``last.pt`` written by this trainer."""
-        state = torch.load(path, map_location="cpu", weights_only=True)
-        needed = ("optimizer", "epoch", "global_step")
-        if not isinstance(state, dict) or any(k not in state for k in needed):
-            raise CheckpointError(
-                f"checkpoint '{path}' has no training state ({', '.join(needed)}): it cannot be resumed; "
-                "pass it as --weights without --resume to start a new run from its weights"
-            )
         self.optimizer.load_state_dict(state["optimizer"])
         if self.scheduler is not None and state.get("scheduler") is not None:
             self.scheduler.load_state_dict(state["scheduler"])
@@ -392,17 +394,21 @@ class Trainer:
 
     def fit(self) -> dict[str, Any]:
         """Run the epochs; returns a summary (last epoch, steps, best fitness, last metrics, checkpoint paths)."""
-        metrics: dict[str, float] | None = None
         epoch = self.start_epoch - 1
         try:
             for epoch in range(self.start_epoch, self.options.epochs):
                 mean_loss, reached = self.train_epoch(epoch)
                 if isinstance(self.scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
                     self.scheduler.step(mean_loss)
-                last_epoch = reached or epoch + 1 == self.options.epochs
+                final = reached or epoch + 1 == self.options.epochs
+                every = self.options.val_every
+                validating = bool(every) and ((epoch + 1) % every == 0 or final)
+                if validating and self.options.precise_bn:
+                    # Every rank takes part: SyncBatchNorm layers average their statistics across ranks.
+                    precise_bn(self.model, self.frozen, self.batches(epoch), self.config, self.device,
+                               self.options.precise_bn)
                 if self.context.is_main:
-                    self._end_epoch(epoch, mean_loss, last_epoch)
-                    metrics = self.last_metrics
+                    self._end_epoch(epoch, mean_loss, validating, final)
                 distributed.barrier(self.context)
                 if reached:
                     break
@@ -413,17 +419,16 @@ class Trainer:
             "epoch": epoch,
             "global_step": self.global_step,
             "best_fitness": self.best_fitness,
-            "metrics": metrics or {},
+            "metrics": self.last_metrics or {},
             "last": str(self.output / "last.pt"),
             "best": str(self.output / "best.pt") if (self.output / "best.pt").is_file() else None,
         }
 
-    def _end_epoch(self, epoch: int, mean_loss: float, last_epoch: bool) -> None:
-        """Rank 0: validation, best.pt when the fitness improved, last.pt always."""
+    def _end_epoch(self, epoch: int, mean_loss: float, validating: bool, final: bool) -> None:
+        """Rank 0: validation, best.pt when the fitness improved, last.pt every --save-every epochs and at the end."""
         logger.info("epoch %d: mean loss %.4f", epoch + 1, mean_loss)
         self.writer.add_scalar("train/epoch_loss", mean_loss, epoch + 1)
-        every = self.options.val_every
-        if every and ((epoch + 1) % every == 0 or last_epoch):
+        if validating:
             self.last_metrics = self.validate(epoch)
             score = self.last_metrics["fitness_combined"]
             logger.info("epoch %d: fitness %.4f (mAP@0.5 %.4f, mAP@0.5:0.95 %.4f)", epoch + 1, score,
@@ -432,8 +437,52 @@ class Trainer:
                 self.best_fitness = score
                 save_checkpoint(self.output / "best.pt", self.model, self.config,
                                 **self.checkpoint_extras(epoch, self.last_metrics))
-        save_checkpoint(self.output / "last.pt", self.model, self.config,
-                        **self.checkpoint_extras(epoch, self.last_metrics))
+        if final or (epoch + 1) % self.options.save_every == 0:
+            save_checkpoint(self.output / "last.pt", self.model, self.config,
+                            **self.checkpoint_extras(epoch, self.last_metrics))
+
+
+def read_training_state(path: Path) -> dict[str, Any]:
+    """The checkpoint at ``path`` as a dict, or CheckpointError when it holds no training state to resume."""
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    needed = ("optimizer", "epoch", "global_step")
+    if not isinstance(state, dict) or any(k not in state for k in needed):
+        raise CheckpointError(
+            f"checkpoint '{path}' has no training state ({', '.join(needed)}): it cannot be resumed; "
+            "pass it as --weights without --resume to start a new run from its weights"
+        )
+    return state
+
+
+@torch.no_grad()
+def precise_bn(model: nn.Module, frozen: Sequence[nn.Module], batches: Iterator[Batch], config: ModelConfig,
+               device: torch.device, num_batches: int) -> int:
+    """Re-estimate the running statistics of the trainable BatchNorms as plain averages over ``num_batches``.
+
+    With the reference's BN momentum of 0.01 the running statistics trail the weights by about a hundred steps,
+    which makes eval-mode results of short runs (fine-tuning stages, small datasets) much worse than the training
+    loss suggests. Frozen parts are left untouched. Returns the number of batches used.
+    """
+    frozen_bns = {id(m) for part in frozen for m in part.modules()}
+    bns = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm) and id(m) not in frozen_bns]
+    momenta = [bn.momentum for bn in bns]
+    was_training = model.training
+    for bn in bns:
+        bn.reset_running_stats()
+        bn.momentum = None  # cumulative moving average: every batch weighs the same
+    set_train_mode(model, frozen)
+    used = 0
+    try:
+        for batch in batches:
+            if used >= num_batches:
+                break
+            model(normalise_images(batch.images, config, device))
+            used += 1
+    finally:
+        for bn, momentum in zip(bns, momenta):
+            bn.momentum = momentum
+        model.train(was_training)
+    return used
 
 
 def _worker_init(_: int) -> None:
@@ -468,6 +517,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog="hybridnets-train",
         description="Train HybridNets (detection + drivable area + lane lines) on a BDD100K-layout dataset. "
         "Multi-GPU/multi-node: launch with torchrun.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     p.add_argument("--project", required=True, help="dataset/project yaml (dataroot, labelroot, segroot, obj_list, ...)")
     p.add_argument("--model-config", help="model config name (e.g. hybridnets_d0_synth) or yaml path; "
@@ -499,6 +549,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-augment", action="store_true", help="no perspective/HSV/flip augmentation")
     p.add_argument("--skip-bad-labels", action="store_true", help="leave out (and count) images with bad labels")
     p.add_argument("--log-images", type=int, default=4, help="prediction images per validation in TensorBoard")
+    p.add_argument("--save-every", type=int, default=1, help="write last.pt every N epochs (and always at the end)")
+    p.add_argument("--precise-bn", type=int, default=0,
+                   help="before each validation, re-estimate BatchNorm statistics over N training batches (0: off)")
     return p
 
 

@@ -188,13 +188,16 @@ def build_engine_for_model(
     exporter: str | None = None,
 ) -> Path:
     """The engine file the backend uses for these settings, exported and built if needed (build-only mode)."""
-    _trt()
+    trt = _trt()
     device = resolve_device(device)
     if device.type != "cuda":
         raise ValueError(f"the tensorrt backend needs a CUDA device, got '{device}'")
     check_precision(precision, device)
     if max_batch < 1:
         raise ValueError(f"max_batch must be >= 1, got {max_batch}")
+    if int(trt.__version__.split(".")[0]) < 10 and opset is None and exporter is None:
+        # TensorRT 8.x (JetPack 5) parses ONNX up to opset 17, below what the dynamo exporter writes.
+        opset, exporter = 17, "torchscript"
     onnx_file = cached_raw_onnx(model, config, onnx_path=onnx_path, cache_dir=cache_dir, opset=opset,
                                 exporter=exporter)
     with torch.cuda.device(device):
