@@ -38,6 +38,19 @@ def demo_images_dir() -> Path:
     return _require_dir(SHARED_DIR / "data" / "bdd_demo", "BDD100K demo images")
 
 
+@pytest.fixture(scope="session")
+def variant_c_weights(golden_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The golden variant C network (variant A state dict updated with the C overrides) as a bare state dict file,
+    like the official hybridnets.pth."""
+    import torch
+
+    state = torch.load(golden_dir / "hybridnets_d3_seed0_state_dict.pt", weights_only=True)
+    state.update(torch.load(golden_dir / "hybridnets_d3_seed0_variantC_overrides.pt", weights_only=True))
+    path = tmp_path_factory.mktemp("golden_weights") / "variant_c.pt"
+    torch.save(state, path)
+    return path
+
+
 @pytest.fixture
 def ros_domain_id() -> Iterator[int]:
     """A DDS domain no other test on this machine holds: an flock per domain, released even if pytest dies."""

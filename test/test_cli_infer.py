@@ -16,15 +16,6 @@ DEMO = (1, 2, 3)
 
 
 @pytest.fixture(scope="module")
-def variant_c_weights(golden_dir, tmp_path_factory):
-    state = torch.load(golden_dir / "hybridnets_d3_seed0_state_dict.pt")
-    state.update(torch.load(golden_dir / "hybridnets_d3_seed0_variantC_overrides.pt"))
-    path = tmp_path_factory.mktemp("weights") / "variant_c.pt"
-    torch.save(state, path)
-    return path
-
-
-@pytest.fixture(scope="module")
 def golden_posts(golden_dir):
     return {i: dict(np.load(golden_dir / f"post_seed0_variantC_img{i}.npz")) for i in DEMO}
 

@@ -22,16 +22,6 @@ ROUND_TRIP_SIZES = [(1920, 1080), (640, 480), (1242, 375), (720, 1280), (333, 51
 
 
 @pytest.fixture(scope="module")
-def variant_c_weights(golden_dir, tmp_path_factory):
-    """The golden variant C model as a bare state dict file (A updated with the C overrides)."""
-    state = torch.load(golden_dir / "hybridnets_d3_seed0_state_dict.pt")
-    state.update(torch.load(golden_dir / "hybridnets_d3_seed0_variantC_overrides.pt"))
-    path = tmp_path_factory.mktemp("weights") / "variant_c.pt"
-    torch.save(state, path)
-    return path
-
-
-@pytest.fixture(scope="module")
 def pipeline(variant_c_weights):
     return HybridNetsPipeline.from_weights(variant_c_weights, device="cpu")
 

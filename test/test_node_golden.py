@@ -2,12 +2,9 @@
 run directly on the same image, and match the reference implementation's golden results for demo images 1..3."""
 from __future__ import annotations
 
-from pathlib import Path
-
 import cv2
 import numpy as np
 import pytest
-import torch
 
 from hybridnets_ros.inference.pipeline import HybridNetsPipeline, PostprocessConfig
 from hybridnets_ros.ros import conversions
@@ -17,15 +14,6 @@ TIMEOUT = 300.0  # a d3 forward pass takes about a second here, more on a busy m
 GOLDEN_IMAGES = (1, 2, 3)
 MAX_DETECTIONS = 1000
 OTHER_THRESHOLD = 0.5
-
-
-@pytest.fixture(scope="module")
-def variant_c_weights(golden_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    state = torch.load(golden_dir / "hybridnets_d3_seed0_state_dict.pt", weights_only=True)
-    state.update(torch.load(golden_dir / "hybridnets_d3_seed0_variantC_overrides.pt", weights_only=True))
-    path = tmp_path_factory.mktemp("golden") / "hybridnets_d3_variantC.pth"  # a bare state dict, like hybridnets.pth
-    torch.save(state, path)
-    return path
 
 
 def _iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
