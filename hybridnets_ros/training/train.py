@@ -461,16 +461,18 @@ def precise_bn(model: nn.Module, frozen: Sequence[nn.Module], batches: Iterator[
 
     With the reference's BN momentum of 0.01 the running statistics trail the weights by about a hundred steps,
     which makes eval-mode results of short runs (fine-tuning stages, small datasets) much worse than the training
-    loss suggests. Frozen parts are left untouched. Returns the number of batches used.
+    loss suggests. The statistics are gathered with everything else in eval mode (no dropout, no drop-connect), so
+    they describe the network as it runs at inference. Frozen parts are left untouched. Returns the batches used.
     """
     frozen_bns = {id(m) for part in frozen for m in part.modules()}
     bns = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm) and id(m) not in frozen_bns]
     momenta = [bn.momentum for bn in bns]
     was_training = model.training
+    model.eval()
     for bn in bns:
         bn.reset_running_stats()
         bn.momentum = None  # cumulative moving average: every batch weighs the same
-    set_train_mode(model, frozen)
+        bn.train()
     used = 0
     try:
         for batch in batches:
