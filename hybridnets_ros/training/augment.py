@@ -95,7 +95,9 @@ def augment_hsv(
     return out
 
 
-def perspective_matrix(height: int, width: int, config: AugmentConfig, rng: np.random.Generator) -> tuple[np.ndarray, float]:
+def perspective_matrix(
+    height: int, width: int, config: AugmentConfig, rng: np.random.Generator
+) -> tuple[np.ndarray, float]:
     """A random 3x3 warp about the canvas centre and its zoom factor."""
     to_centre = np.array([[1, 0, -width / 2], [0, 1, -height / 2], [0, 0, 1]], dtype=np.float64)
     persp = np.eye(3)
@@ -118,7 +120,7 @@ def perspective_matrix(height: int, width: int, config: AugmentConfig, rng: np.r
 def transform_boxes(boxes: np.ndarray, matrix: np.ndarray) -> np.ndarray:
     """(N,4) x1y1x2y2 -> (N,4) axis-aligned bounds of the 4 corners under a 3x3 homography."""
     x1, y1, x2, y2 = boxes.T
-    corners = np.stack([np.stack([x1, y1], -1), np.stack([x2, y1], -1), np.stack([x1, y2], -1), np.stack([x2, y2], -1)], 1)
+    corners = np.stack([np.stack(pair, -1) for pair in ((x1, y1), (x2, y1), (x1, y2), (x2, y2))], 1)  # (N,4,2)
     homog = np.concatenate([corners, np.ones((*corners.shape[:2], 1))], axis=-1) @ matrix.T
     xy = homog[..., :2] / homog[..., 2:3]
     return np.concatenate([xy.min(axis=1), xy.max(axis=1)], axis=1)
@@ -168,7 +170,9 @@ def keep_boxes(before: np.ndarray, after: np.ndarray, zoom: float, config: Augme
     )
 
 
-def flip_horizontal(image: np.ndarray, boxes: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def flip_horizontal(
+    image: np.ndarray, boxes: np.ndarray, labels: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Mirror image (H,W,3), labels (H,W) and boxes (N,4) about the vertical centre line of the canvas."""
     width = image.shape[1]
     flipped = boxes.copy()

@@ -3,7 +3,7 @@
 Layout (folders from the project config, see ``project.py``)::
 
     <dataroot>/<split>/<name>.jpg             images, any size
-    <labelroot>/<split>/<name>.json           BDD100K per-frame JSON: frames[0].objects[*].{category, box2d{x1,y1,x2,y2}}
+    <labelroot>/<split>/<name>.json           BDD100K per-frame JSON: frames[0].objects[*].{category, box2d}
     <segroot[k]>/<split>/<name>.png           grayscale mask of seg_list[k], the image's size, > 0 = on
 
 Every label is read and checked when the dataset is built: a missing file, malformed JSON or an impossible box raises
@@ -169,11 +169,11 @@ class BddDataset(torch.utils.data.Dataset):
         augment_config: AugmentConfig | None = None,
         seed: int = 0,
     ) -> None:
-        if tuple(project.obj_list) != tuple(model_config.obj_list) or tuple(project.seg_list) != tuple(model_config.seg_list):
+        if (project.obj_list, project.seg_list) != (model_config.obj_list, model_config.seg_list):
             raise ValueError(
                 f"project config {project.source or ''} has obj_list {list(project.obj_list)} and seg_list "
-                f"{list(project.seg_list)} but model config '{model_config.name}' has {list(model_config.obj_list)} and "
-                f"{list(model_config.seg_list)}; the head sizes and class IDs must agree"
+                f"{list(project.seg_list)} but model config '{model_config.name}' has {list(model_config.obj_list)} "
+                f"and {list(model_config.seg_list)}; the head sizes and class IDs must agree"
             )
         self.project = project
         self.split = project.split_name(split)
@@ -207,7 +207,9 @@ class BddDataset(torch.utils.data.Dataset):
                     raise
                 self.skipped.append((image, str(err)))
         if not entries:
-            raise LabelError(f"{image_dir}: every image of split '{self.split}' has bad labels, e.g. {self.skipped[0][1]}")
+            raise LabelError(
+                f"{image_dir}: every image of split '{self.split}' has bad labels, e.g. {self.skipped[0][1]}"
+            )
         return entries
 
     def _entry(self, image: Path) -> Entry:
@@ -262,10 +264,11 @@ class BddDataset(torch.utils.data.Dataset):
             out = augment(Sample(image_net, boxes_net, classes, labels_net, content), self.augment_config, rng)
             image_net, boxes_net, classes, labels_net = out.image, out.boxes, out.classes, out.labels
         annotations = np.concatenate([boxes_net.reshape(-1, 4), classes.reshape(-1, 1).astype(np.float32)], axis=1)
+        labels = torch.from_numpy(np.ascontiguousarray(labels_net))
         return TrainSample(
             image=torch.from_numpy(np.ascontiguousarray(image_net)).permute(2, 0, 1).contiguous(),
             annotations=torch.from_numpy(annotations.astype(np.float32)),
-            seg=seg_target(torch.from_numpy(np.ascontiguousarray(labels_net)), len(self.config.seg_list), self.config.seg_mode),
+            seg=seg_target(labels, len(self.config.seg_list), self.config.seg_mode),
             letterbox=letterbox,
             path=str(entry.image),
         )

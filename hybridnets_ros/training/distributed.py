@@ -48,7 +48,7 @@ def resolve_device(device: str, local_rank: int = 0, distributed: bool = False) 
         raise RuntimeError(f"device {device!r} requested but CUDA is not available; use --device cpu")
     if distributed:
         if device != "cuda":
-            raise ValueError(f"under torchrun each rank uses cuda:LOCAL_RANK; pass --device cuda or auto, not {device!r}")
+            raise ValueError(f"under torchrun each rank uses cuda:LOCAL_RANK: pass --device cuda or auto, not {device}")
         return torch.device("cuda", local_rank)
     return torch.device(device)
 

@@ -66,7 +66,8 @@ def match_anchors(anchors: Tensor, annotations: Tensor) -> tuple[Tensor, Tensor]
     """Assign each anchor its best ground truth and decide positives.
 
     anchors (N,4) y1x1y2x2; annotations (B,M,5) x1,y1,x2,y2,cls with cls -1 for padding.
-    Returns positive (B,N) bool and assigned (B,N,5) (the matched annotation of every anchor; meaningful where positive).
+    Returns positive (B,N) bool and assigned (B,N,5): the matched annotation of every anchor (meaningful where
+    positive).
     """
     batch, num_anchors = annotations.shape[0], anchors.shape[0]
     if annotations.shape[1] == 0:
@@ -105,7 +106,9 @@ class DetectionLoss(torch.nn.Module):
         super().__init__()
         self.alpha, self.gamma, self.regression_weight = alpha, gamma, regression_weight
 
-    def forward(self, classification: Tensor, regression: Tensor, anchors: Tensor, annotations: Tensor) -> tuple[Tensor, Tensor]:
+    def forward(
+        self, classification: Tensor, regression: Tensor, anchors: Tensor, annotations: Tensor
+    ) -> tuple[Tensor, Tensor]:
         """classification (B,N,C) probabilities; regression (B,N,4) dy,dx,dh,dw; anchors (N,4) y1x1y2x2;
         annotations (B,M,5) network-input px, cls -1 = padding. Returns (cls_loss, reg_loss) scalars."""
         classification = classification.float()

@@ -27,7 +27,7 @@ import math
 import sys
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
-from typing import Any, Iterator, Sequence
+from typing import Any, Callable, Iterator, Sequence
 
 import cv2
 import numpy as np
@@ -108,7 +108,7 @@ class TrainOptions:
         if self.scheduler not in ("cosine", "plateau", "none"):
             raise ValueError(f"--scheduler must be cosine, plateau or none, got {self.scheduler!r}")
         if self.freeze_det and self.freeze_seg:
-            raise ValueError("--freeze-det together with --freeze-seg leaves no loss to train on; freeze at most one head")
+            raise ValueError("--freeze-det with --freeze-seg leaves no loss to train on; freeze at most one head")
         if self.epochs < 1 or self.batch_size < 1 or self.lr <= 0:
             raise ValueError("--epochs and --batch-size must be >= 1 and --lr > 0")
         if min(self.max_steps, self.val_every, self.grad_clip, self.workers, self.precise_bn, self.log_images) < 0:
@@ -117,7 +117,7 @@ class TrainOptions:
         if self.save_every < 1:
             raise ValueError("--save-every must be >= 1")
         if self.resume and self.weights is None and not (Path(self.output) / "last.pt").is_file():
-            raise ValueError(f"--resume without --weights continues {Path(self.output) / 'last.pt'}, which does not exist")
+            raise ValueError(f"--resume without --weights continues {Path(self.output) / 'last.pt'}, which is missing")
 
 
 # ------------------------------------------------------------------------------------------------ model parts
@@ -160,7 +160,7 @@ def build_optimizer(params: Sequence[nn.Parameter], options: TrainOptions) -> to
     return torch.optim.SGD(params, lr=options.lr, momentum=0.9, nesterov=True, weight_decay=decay)
 
 
-def cosine_with_warmup(total_steps: int, warmup_steps: int) -> Any:
+def cosine_with_warmup(total_steps: int, warmup_steps: int) -> Callable[[int], float]:
     """LR factor per optimizer step: linear warmup from 0.1 to 1, then cosine down to MIN_LR_FACTOR."""
 
     def factor(step: int) -> float:
@@ -341,8 +341,8 @@ class Trainer:
     def train_epoch(self, epoch: int) -> tuple[float, bool]:
         """(mean total loss over ranks, whether --max-steps was reached)."""
         set_train_mode(self.net, self.frozen)
-        progress = tqdm(self.batches(epoch), total=self.steps_per_epoch, desc=f"epoch {epoch + 1}/{self.options.epochs}",
-                        unit="step", disable=not self.context.is_main, dynamic_ncols=True)
+        progress = tqdm(self.batches(epoch), total=self.steps_per_epoch, unit="step", dynamic_ncols=True,
+                        desc=f"epoch {epoch + 1}/{self.options.epochs}", disable=not self.context.is_main)
         total, count, reached = 0.0, 0, False
         for batch in progress:
             values = self.train_step(batch)
@@ -521,10 +521,10 @@ def build_parser() -> argparse.ArgumentParser:
         "Multi-GPU/multi-node: launch with torchrun.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
-    p.add_argument("--project", required=True, help="dataset/project yaml (dataroot, labelroot, segroot, obj_list, ...)")
+    p.add_argument("--project", required=True, help="dataset yaml (dataroot, labelroot, segroot, obj_list, ...)")
     p.add_argument("--model-config", help="model config name (e.g. hybridnets_d0_synth) or yaml path; "
                                           "default: the config embedded in --weights")
-    p.add_argument("--weights", help="checkpoint to start from: ours, or a bare upstream state dict (needs --model-config)")
+    p.add_argument("--weights", help="checkpoint to start from: ours, or a bare upstream state dict")
     p.add_argument("--resume", action="store_true",
                    help="continue a run: optimizer, scheduler and epoch from --weights, or from OUTPUT/last.pt")
     p.add_argument("--output", default="runs/train", help="folder for last.pt, best.pt and tensorboard/")
@@ -536,7 +536,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--scheduler", choices=("cosine", "plateau", "none"), default="cosine",
                    help="cosine: per step with linear warmup; plateau: x0.1 after 3 epochs without loss improvement")
     p.add_argument("--warmup-steps", type=int, default=None, help="cosine warmup (default: 3%% of steps, <= 1000)")
-    p.add_argument("--amp", action="store_true", help="mixed precision (float16 + grad scaling on CUDA, bfloat16 on CPU)")
+    p.add_argument("--amp", action="store_true", help="mixed precision (CUDA: float16 + grad scaling; CPU: bfloat16)")
     p.add_argument("--channels-last", action="store_true", help="NHWC memory format (faster convolutions on GPUs)")
     p.add_argument("--grad-clip", type=float, default=0.0, help="max gradient norm (0: off)")
     p.add_argument("--workers", type=int, default=2, help="data loader processes per rank")
@@ -574,7 +574,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         summary = Trainer(options, context).fit()
     except (CheckpointError, ProjectConfigError, LabelError, ValueError) as err:
-        logger.error("%s", err)
         print(f"hybridnets-train: error: {err}", file=sys.stderr)
         return 2
     finally:
