@@ -42,7 +42,7 @@ setup(
         (f"share/{PACKAGE}", ["package.xml"]),
         (f"share/{PACKAGE}/launch", sorted(glob("launch/*.py"))),
         (f"share/{PACKAGE}/config", sorted(p for p in glob("config/*") if not p.endswith("~"))),
-        (f"share/{PACKAGE}/models", sorted(glob("models/*.yaml") + glob("models/*.pt"))),
+        (f"share/{PACKAGE}/models", sorted(glob("models/*.yaml") + glob("models/*.pt") + glob("models/*.md"))),
         (f"lib/{PACKAGE}", ["resource/hybridnets_node"]),
     ],
     # Runtime Python libraries. torch is not pinned: CPU or CUDA builds are the user's choice (see README).

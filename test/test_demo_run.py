@@ -1,8 +1,7 @@
 """``python -m hybridnets_ros.demo`` (what ``make demo`` runs): a short drive end to end through the real node
 executable, and that no process it started outlives it, whether it succeeds, the node fails or it is interrupted.
 
-The demo uses the bundled model when it is installed, else a random d0 checkpoint (the plumbing is the same; only
-the detection/segmentation plausibility checks need the trained model).
+The demo runs its default, the bundled model, so the run also checks that it sees the cars and the road.
 """
 from __future__ import annotations
 
@@ -25,9 +24,7 @@ from sensor_msgs.msg import Image
 from hybridnets_ros.demo.drive import START_NS
 from hybridnets_ros.demo.report import pick_evenly
 from hybridnets_ros.demo.run import DemoError, DemoPaths
-from hybridnets_ros.resources import bundled_weights
 from hybridnets_ros.ros.bag import read_messages
-from hybridnets_ros.ros.bench import random_checkpoint
 from hybridnets_ros.ros.conversions import image_to_array
 
 vision_msgs_msg = pytest.importorskip("vision_msgs.msg", reason="vision_msgs is not installed: run `make setup`")
@@ -37,14 +34,6 @@ FRAMES = 8
 RATE = 5.0
 RUN_TIMEOUT_S = 540.0  # node start-up (torch import, model warm-up) can take a minute on a busy 2-core machine
 STARTED = re.compile(r"started (\w+) \(pid (\d+)\)")
-
-
-@pytest.fixture(scope="module")
-def weights_args(tmp_path_factory: pytest.TempPathFactory) -> list[str]:
-    """No --weights (the demo's default, the bundled model) when it is installed, else a random d0 checkpoint."""
-    if bundled_weights().is_file():
-        return []
-    return ["--weights", str(random_checkpoint(tmp_path_factory.mktemp("weights")))]
 
 
 def _demo_command(*args: str) -> list[str]:
@@ -77,10 +66,9 @@ def _headers(bag: Path, topic: str, msg_type: type) -> list:
 
 
 @pytest.mark.slow
-def test_demo_replays_a_drive_through_the_node_and_writes_its_results(ros_env, tmp_path, weights_args) -> None:
+def test_demo_replays_a_drive_through_the_node_and_writes_its_results(ros_env, tmp_path) -> None:
     out = tmp_path / "demo"
-    result = subprocess.run(_demo_command("--output", str(out), "--frames", str(FRAMES), "--rate", str(RATE),
-                                          *weights_args),
+    result = subprocess.run(_demo_command("--output", str(out), "--frames", str(FRAMES), "--rate", str(RATE)),
                             cwd=REPO_ROOT, env=ros_env, capture_output=True, text=True, timeout=RUN_TIMEOUT_S)
     assert result.returncode == 0, f"stdout:\n{result.stdout}\nstderr:\n{result.stderr}"
     summary = json.loads((out / "summary.json").read_text())
@@ -149,9 +137,9 @@ def test_demo_replays_a_drive_through_the_node_and_writes_its_results(ros_env, t
     finally:
         video.release()
 
-    if not weights_args:  # the bundled, trained model: it must see the traffic and the road
-        assert det["per_frame_mean"] > 0
-        assert summary["segmentation"]["mean_image_fraction"]["road"] > 0.1
+    # The bundled, trained model (the demo's default) sees the traffic and the road.
+    assert det["per_frame_mean"] > 0
+    assert summary["segmentation"]["mean_image_fraction"]["road"] > 0.1
 
 
 def _read_lines(stream, lines: "queue.Queue[str]") -> None:
@@ -160,9 +148,8 @@ def _read_lines(stream, lines: "queue.Queue[str]") -> None:
 
 
 @pytest.mark.slow
-def test_interrupted_demo_stops_every_process_it_started(ros_env, tmp_path, weights_args) -> None:
-    demo = subprocess.Popen(_demo_command("--output", str(tmp_path / "demo"), "--frames", "40", "--rate", "2",
-                                          *weights_args),
+def test_interrupted_demo_stops_every_process_it_started(ros_env, tmp_path) -> None:
+    demo = subprocess.Popen(_demo_command("--output", str(tmp_path / "demo"), "--frames", "40", "--rate", "2"),
                             cwd=REPO_ROOT, env=ros_env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     lines: queue.Queue[str] = queue.Queue()
     threading.Thread(target=_read_lines, args=(demo.stdout, lines), daemon=True).start()

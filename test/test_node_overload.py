@@ -59,6 +59,8 @@ def test_frames_older_than_max_input_age_are_dropped(ros_env, tmp_path, d0_weigh
         old = unique_header()  # stamped in 1970: far older than a minute on the node's (system) clock
         probe.publish("camera", conversions.array_to_image(frame, old, "bgr8"))
         assert probe.wait_for_diagnostics("camera camera", TIMEOUT, lambda v: v["dropped_stale"] == "1") is not None
+        assert node.wait_for_log("camera 'camera': dropped a frame", TIMEOUT), node.log()
+        assert "max_input_age_ms 60000" in node.log() and "use_sim_time" in node.log()
         fresh = unique_header()
         now = probe.node.get_clock().now().to_msg()
         fresh.stamp = Time(sec=now.sec, nanosec=now.nanosec)

@@ -83,6 +83,18 @@ def test_resume_continues_steps_and_optimizer(trained: Path, project: Path, tmp_
     assert not (tmp_path / "best.pt").exists()  # no validation, no best
 
 
+@pytest.mark.slow
+def test_loader_workers_survive_epochs_that_follow_a_validation(project: Path, tmp_path: Path) -> None:
+    # A run once hung at the start of the epoch after its first validation: the loader worker, forked from the
+    # threaded training process, blocked forever on a lock. Workers now come from a fork server.
+    output = tmp_path / "run"
+    _run([*TRAIN, "--project", str(project), "--model-config", str(small_config(tmp_path)), "--output", str(output),
+          "--epochs", "3", "--batch-size", "4", "--workers", "1", "--val-every", "1", "--log-images", "1",
+          "--device", "cpu"], timeout=400)
+    state = torch.load(output / "last.pt", map_location="cpu", weights_only=True)
+    assert state["epoch"] == 2 and state["global_step"] == 6  # 8 images, batch 4: two steps in each of 3 epochs
+
+
 def test_resume_of_a_bare_state_dict_is_refused(golden_dir: Path, project: Path, tmp_path: Path) -> None:
     config = small_config(tmp_path, (256, 384), base="hybridnets_d3_bdd100k")
     result = subprocess.run(

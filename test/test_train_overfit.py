@@ -12,8 +12,6 @@ STEPS = 60
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(strict=False, reason="not yet shown to reach these metrics within 60 CPU steps on the CI machine "
-                   "(issue 4 stays open until it does); it runs and reports XPASS when it does")
 def test_overfit_four_images_reaches_high_metrics(tmp_path: Path) -> None:
     # precise_bn: with BN momentum 0.01 the running statistics of a 60-step run are still mostly the initial ones.
     project = make_toy_dataset(tmp_path / "data", num_train=4, num_val=0, val_is_train=True)

@@ -201,7 +201,7 @@ def _bundled_weights() -> Path:
         raise FileNotFoundError(f"no weights given and the bundled model cannot be located: {exc}") from exc
     if not path.is_file():
         raise FileNotFoundError(
-            f"no weights given and the bundled model {path} does not exist (it has not been trained/installed yet): "
-            "pass a checkpoint with --weights / the 'weights' parameter"
+            f"no weights given and the bundled model {path} does not exist (an incomplete install): "
+            "reinstall the package, or pass a checkpoint with --weights / the 'weights' parameter"
         )
     return path

@@ -451,8 +451,20 @@ class HybridNetsNode(LifecycleNode):
             )
             for frame in batch.stale:
                 self._camera_stats[frame.camera].count("dropped_stale")
+                self._warn_stale(frame)
             if batch.frames:
                 self._infer(batch.frames, buffer)
+
+    def _warn_stale(self, frame: Frame) -> None:
+        held_back = self._warnings.allow(f"{frame.camera}/stale")
+        if held_back is None:
+            return
+        age_ms = (self.get_clock().now().nanoseconds - frame.stamp_ns) / 1e6
+        more = f" ({held_back} more since the last warning)" if held_back else ""
+        self.get_logger().warning(
+            f"camera '{frame.camera}': dropped a frame {age_ms:.0f} ms old (max_input_age_ms "
+            f"{self._live['max_input_age_ms']}){more}; check the camera's clock, or for a bag play it with --clock "
+            f"and set use_sim_time")
 
     def _infer(self, frames: list[Frame], buffer: FrameBuffer) -> None:
         try:

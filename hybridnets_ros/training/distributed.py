@@ -14,6 +14,8 @@ from dataclasses import dataclass
 import torch
 import torch.distributed as dist
 
+from hybridnets_ros.inference.backends.base import resolve_device as resolve_single_device
+
 logger = logging.getLogger(__name__)
 
 # Rank 0 validates alone while the others wait at a barrier: allow a long validation before NCCL/gloo give up.
@@ -38,19 +40,12 @@ class DistributedContext:
 
 def resolve_device(device: str, local_rank: int = 0, distributed: bool = False) -> torch.device:
     """``auto`` | ``cpu`` | ``cuda`` | ``cuda:N`` -> a torch device; distributed CUDA ranks get ``cuda:LOCAL_RANK``."""
-    if device == "auto":
-        device = "cuda" if torch.cuda.is_available() else "cpu"
-    if device == "cpu":
-        return torch.device("cpu")
-    if not device.startswith("cuda"):
-        raise ValueError(f"device must be auto, cpu, cuda or cuda:N, got {device!r}")
-    if not torch.cuda.is_available():
-        raise RuntimeError(f"device {device!r} requested but CUDA is not available; use --device cpu")
-    if distributed:
-        if device != "cuda":
+    resolved = resolve_single_device(device)
+    if distributed and resolved.type == "cuda":
+        if device not in ("auto", "cuda"):
             raise ValueError(f"under torchrun each rank uses cuda:LOCAL_RANK: pass --device cuda or auto, not {device}")
         return torch.device("cuda", local_rank)
-    return torch.device(device)
+    return resolved
 
 
 def init_distributed(device: str = "auto") -> DistributedContext:

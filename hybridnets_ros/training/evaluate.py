@@ -33,6 +33,7 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
+from hybridnets_ros.inference.backends.base import resolve_device
 from hybridnets_ros.inference.postprocess import PostprocessConfig, seg_class_map, select_detections
 from hybridnets_ros.model.anchors import generate_anchors
 from hybridnets_ros.model.checkpoint import CheckpointError, build_model
@@ -223,13 +224,6 @@ def format_table(metrics: dict[str, float]) -> str:
 
 
 # ------------------------------------------------------------------------------------------------------------ CLI
-def resolve_device(name: str) -> torch.device:
-    """``auto`` -> CUDA when available, else CPU; anything else as torch spells it."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
-
-
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="hybridnets-eval",

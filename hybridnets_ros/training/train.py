@@ -24,6 +24,7 @@ from __future__ import annotations
 import argparse
 import logging
 import math
+import multiprocessing
 import sys
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
@@ -298,6 +299,7 @@ class Trainer:
             collate_fn=collate,
             pin_memory=self.device.type == "cuda",
             worker_init_fn=_worker_init,
+            multiprocessing_context=_worker_context() if self.options.workers else None,
         )
 
     # ---------------------------------------------------------------------------------------------- training
@@ -485,6 +487,15 @@ def precise_bn(model: nn.Module, frozen: Sequence[nn.Module], batches: Iterator[
             bn.momentum = momentum
         model.train(was_training)
     return used
+
+
+def _worker_context() -> multiprocessing.context.BaseContext:
+    """Loader workers come from a fork server, not from this process: validation starts OpenCV's thread pool here,
+    and a worker forked from a process with that pool deadlocks in its first cv2 call (seen as a hang at the start of
+    the epoch after a validation)."""
+    context = multiprocessing.get_context("forkserver")
+    context.set_forkserver_preload([BddDataset.__module__])  # torch and cv2 imported once, not once per worker
+    return context
 
 
 def _worker_init(_: int) -> None:
