@@ -36,7 +36,7 @@ CONSOLE_SCRIPTS = {
 SHARE_PATTERNS = {
     "launch": ["launch/*.py"],
     "config": ["config/*"],
-    "models": ["models/*.yaml", "models/*.pt"],
+    "models": ["models/*.yaml", "models/*.pt", "models/*.md"],
 }
 
 # Python import (top-level name) -> rosdep key that package.xml must declare.
