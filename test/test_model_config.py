@@ -24,7 +24,7 @@ def test_bundled_configs() -> None:
     assert d3.anchor_ratios == ((0.62, 1.58), (1.0, 1.0), (1.58, 0.62))
     assert d3.anchor_scale == 1.25 and d3.num_classes == 1 and d3.seg_out_channels == 3 and d3.num_anchors == 9
     d0 = load_model_config("hybridnets_d0_synth")
-    assert d0.compound_coef == 0 and d0.input_size == (256, 512) and d0.seg_list == ("road", "lane")
+    assert d0.compound_coef == 0 and d0.input_size == (384, 640) and d0.seg_list == ("road", "lane")
 
 
 def test_dict_and_yaml_round_trip(tmp_path: Path) -> None:

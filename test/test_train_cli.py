@@ -34,7 +34,7 @@ def _val_image(project: Path) -> Path:
 
 @pytest.fixture(scope="module")
 def trained(project: Path, tmp_path_factory) -> Path:
-    """Two steps of the bundled d0 config (256x512) with a validation at the end: best.pt and last.pt."""
+    """Two steps of the bundled d0 config (384x640) with a validation at the end: best.pt and last.pt."""
     output = tmp_path_factory.mktemp("run")
     _run([*TRAIN, "--project", str(project), "--model-config", "hybridnets_d0_synth", "--output", str(output),
           "--epochs", "3", "--batch-size", "2", "--workers", "1", "--max-steps", "2", "--device", "cpu",
@@ -58,7 +58,7 @@ def test_checkpoint_loads_in_the_pipeline_and_runs_in_hybridnets_infer(trained: 
                                                                        tmp_path: Path) -> None:
     image_path = _val_image(project)
     pipeline = HybridNetsPipeline.from_weights(str(trained / "best.pt"), device="cpu")
-    assert pipeline.config.name == "hybridnets_d0_synth" and pipeline.config.input_size == (256, 512)
+    assert pipeline.config.name == "hybridnets_d0_synth" and pipeline.config.input_size == (384, 640)
     image = cv2.cvtColor(cv2.imread(str(image_path)), cv2.COLOR_BGR2RGB)
     (result,) = pipeline([image])
     assert result.seg_mask.shape == image.shape[:2]

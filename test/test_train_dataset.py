@@ -13,7 +13,7 @@ from hybridnets_ros.training.dataset import BddDataset, LabelError, collate, seg
 from hybridnets_ros.training.project import ProjectConfig, ProjectConfigError
 from train_support import box_object, simple_scene, write_project, write_scene
 
-D0 = load_model_config("hybridnets_d0_synth")  # 256x512 input
+D0 = load_model_config("hybridnets_d0_synth")  # 384x640 input
 
 
 def _dataset(root: Path, **kwargs) -> BddDataset:
@@ -35,9 +35,10 @@ def test_boxes_use_each_image_real_size(tmp_path: Path, hw, box) -> None:
     _scene(tmp_path, "a", hw, [box])
     sample = _dataset(tmp_path)[0]
     h0, w0 = hw
-    scale = min(256 / h0, 512 / w0)
+    net_h, net_w = D0.input_size
+    scale = min(net_h / h0, net_w / w0)
     new_w, new_h = round(w0 * scale), round(h0 * scale)
-    left, top = round((512 - new_w) / 2 - 0.1), round((256 - new_h) / 2 - 0.1)
+    left, top = round((net_w - new_w) / 2 - 0.1), round((net_h - new_h) / 2 - 0.1)
     sx, sy = new_w / w0, new_h / h0
     expected = [box[0] * sx + left, box[1] * sy + top, box[2] * sx + left, box[3] * sy + top, 0.0]
     np.testing.assert_allclose(sample.annotations.numpy(), [expected], atol=1e-3)
@@ -55,11 +56,13 @@ def test_multiclass_target_lane_wins_and_padding_is_background(tmp_path: Path) -
     write_scene(tmp_path, "train", "a", image, [], road, lane)
     sample = _dataset(tmp_path)[0]
     seg = sample.seg
-    assert seg.shape == (256, 512) and seg.dtype == torch.uint8
+    assert seg.shape == D0.input_size and seg.dtype == torch.uint8
     lb = sample.letterbox
-    content = seg[:, lb.pad_left : lb.pad_left + lb.resized_hw[1]]
-    assert set(content.unique().tolist()) == {1, 2}
-    assert (seg[:, : lb.pad_left] == 0).all() and (seg[:, lb.pad_left + lb.resized_hw[1] :] == 0).all()
+    inside = torch.zeros_like(seg, dtype=torch.bool)
+    inside[lb.pad_top : lb.pad_top + lb.resized_hw[0], lb.pad_left : lb.pad_left + lb.resized_hw[1]] = True
+    assert not inside.all()  # 16:9 into the network's aspect ratio: there is padding
+    assert set(seg[inside].unique().tolist()) == {1, 2}
+    assert (seg[~inside] == 0).all()
     lane_net = lb.mask(torch.from_numpy(lane.astype(np.uint8)))
     assert torch.equal(seg == 2, lane_net.bool())
 
@@ -150,10 +153,10 @@ def test_collate_pads_annotations_with_minus_one(tmp_path: Path) -> None:
     _scene(tmp_path, "b", (360, 640), [])
     dataset = _dataset(tmp_path)
     batch = collate([dataset[0], dataset[1]])
-    assert batch.images.shape == (2, 3, 256, 512) and batch.images.dtype == torch.uint8
+    assert batch.images.shape == (2, 3, *D0.input_size) and batch.images.dtype == torch.uint8
     assert batch.annotations.shape == (2, 2, 5)
     assert (batch.annotations[1] == -1).all() and (batch.annotations[0, :, 4] == 0).all()
-    assert batch.seg.shape == (2, 256, 512)
+    assert batch.seg.shape == (2, *D0.input_size)
 
 
 def test_augmented_samples_are_seeded_per_epoch(tmp_path: Path) -> None:
