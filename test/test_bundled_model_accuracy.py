@@ -102,4 +102,4 @@ def test_bundled_model_through_the_node_reaches_the_issue_floors(ros_env, tmp_pa
           f"{det['num_gt']} vehicles, {det['num_pred']} detections), drivable-area IoU {reached['drivable_iou']:.3f}, "
           f"lane IoU {reached['lane_iou']:.3f}")
     short = {k: f"{reached[k]:.3f} < {floor}" for k, floor in FLOORS.items() if reached[k] < floor}
-    assert not short, f"below the release floors: {short}"
+    assert not short, f"below the issue floors: {short}"
