@@ -85,9 +85,10 @@ $(VISION_MSGS_WHEELS)/.built: $(VISION_MSGS_INPUTS) | $(PY)
 
 # Non-editable on purpose: `pip install -e` skips data_files (share/, lib/hybridnets_ros/). setuptools builds in
 # ./build/lib and never deletes from it, so it is cleared first to keep removed modules out of the install.
+# flock: two make runs in one checkout (parallel shells) must not interleave the clear and the reinstall.
 $(STAMPS)/install: $(STAMPS)/vision_msgs $(PROJECT_INPUTS)
-	rm -rf build/lib build/bdist.* hybridnets_ros.egg-info
-	$(PIP) install --quiet --no-deps --no-build-isolation --force-reinstall .
+	flock $(VENV)/.install.lock bash -c 'rm -rf build/lib build/bdist.* hybridnets_ros.egg-info && \
+		$(PIP) install --quiet --no-deps --no-build-isolation --force-reinstall .'
 	@touch $@
 
 test: setup
