@@ -114,3 +114,15 @@ def test_segment_restores_each_frame_size():
     masks = segment(logits, "multiclass", boxes)
     assert [m.shape for m in masks] == [(720, 1280), (480, 640), (720, 1280)]
     np.testing.assert_array_equal(masks[2], segment(logits[2:], "multiclass", boxes[2:])[0])
+
+
+@pytest.mark.parametrize("orig_hw", [(720, 1280), (1080, 1920), (97, 331), (600, 400), (1, 7), (2000, 33)])
+def test_segment_equals_the_device_side_nearest_resize(orig_hw):
+    """The host-side cv2 resize gives exactly the masks of Letterbox.mask_to_orig (the torch INTER_NEAREST rule)."""
+    lb = Letterbox.fit(orig_hw, (384, 640))
+    logits = torch.randn(2, 3, 384, 640, generator=torch.Generator().manual_seed(sum(orig_hw)))
+    masks = segment(logits, "multiclass", [lb, lb])
+    expected = lb.mask_to_orig(seg_class_map(logits, "multiclass")).numpy()
+    for got, want in zip(masks, expected):
+        assert got.dtype == np.uint8 and got.flags.c_contiguous
+        np.testing.assert_array_equal(got, want)

@@ -6,7 +6,7 @@ import pytest
 
 from hybridnets_ros.inference.letterbox import Letterbox
 from hybridnets_ros.inference.postprocess import Detections, FrameResult
-from hybridnets_ros.inference.visualize import draw_overlay, seg_colour_table
+from hybridnets_ros.inference.visualize import blend_segmentation, draw_overlay, seg_colour_table
 
 
 def _result(mask: np.ndarray, boxes: list[list[float]]) -> FrameResult:
@@ -51,3 +51,30 @@ def test_boxes_and_labels_are_drawn():
 def test_size_mismatch_is_rejected():
     with pytest.raises(ValueError, match="differ in size"):
         draw_overlay(np.zeros((10, 10, 3), np.uint8), _result(np.zeros((5, 5), np.uint8), []), ["car"], ["road"])
+
+
+def _reference_blend(image: np.ndarray, mask: np.ndarray, seg_names: list[str]) -> np.ndarray:
+    """The blend as first written (boolean indexing, float32 weights, np.round): the fast path must equal it."""
+    out = image.copy()
+    on = mask > 0
+    colours = seg_colour_table(seg_names)[np.minimum(mask[on], len(seg_names))]
+    out[on] = np.round(out[on].astype(np.float32) * 0.5 + colours.astype(np.float32) * 0.5).astype(np.uint8)
+    return out
+
+
+def test_blend_equals_the_reference_bit_for_bit():
+    rng = np.random.default_rng(3)
+    image = rng.integers(0, 256, (73, 131, 3), dtype=np.uint8)  # odd sizes; every grey level hits half-way cases
+    mask = rng.integers(0, 5, (73, 131), dtype=np.uint8)  # 3 and 4 exceed the class count: they take the last colour
+    np.testing.assert_array_equal(blend_segmentation(image, mask, ["road", "lane"]),
+                                  _reference_blend(image, mask, ["road", "lane"]))
+
+
+def test_overlay_of_a_strided_view_equals_that_of_a_copy():
+    rng = np.random.default_rng(4)
+    padded = rng.integers(0, 256, (40, 70, 3), dtype=np.uint8)
+    view = padded[:, :64]  # rows padded like an Image message with step > width * 3
+    mask = rng.integers(0, 3, (40, 64), dtype=np.uint8)
+    result = _result(mask, [[5, 5, 30, 30]])
+    np.testing.assert_array_equal(draw_overlay(view, result, ["car"], ["road", "lane"]),
+                                  draw_overlay(view.copy(), result, ["car"], ["road", "lane"]))

@@ -214,13 +214,16 @@ class Letterbox:
         upper = boxes.new_tensor([w0, h0, w0, h0])
         return torch.minimum(((boxes - offset) / scale).clamp_(min=0), upper)
 
-    def mask_to_orig(self, mask: torch.Tensor) -> torch.Tensor:
-        """(..., net_h, net_w) -> (..., h0, w0): crop the padding, then nearest resize to the original size."""
+    def crop_padding(self, mask: torch.Tensor) -> torch.Tensor:
+        """(..., net_h, net_w) -> (..., resized_h, resized_w): the part of the network input the image covers."""
         if tuple(mask.shape[-2:]) != self.net_hw:
             raise ValueError(f"expected a mask of size {self.net_hw}, got {tuple(mask.shape[-2:])}")
         rh, rw = self.resized_hw
-        cropped = mask[..., self.pad_top : self.pad_top + rh, self.pad_left : self.pad_left + rw]
-        return resize_nearest(cropped, self.orig_hw)
+        return mask[..., self.pad_top : self.pad_top + rh, self.pad_left : self.pad_left + rw]
+
+    def mask_to_orig(self, mask: torch.Tensor) -> torch.Tensor:
+        """(..., net_h, net_w) -> (..., h0, w0): crop the padding, then nearest resize to the original size."""
+        return resize_nearest(self.crop_padding(mask), self.orig_hw)
 
 
 def letterbox_images(

@@ -1,6 +1,7 @@
 """Draw detections and segmentation over an image for humans (overlay images, rviz, CLI)."""
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 
 import cv2
@@ -30,19 +31,35 @@ def seg_colour_table(seg_names: Sequence[str]) -> np.ndarray:
     return table
 
 
+@functools.lru_cache(maxsize=16)
+def _colour_lut(seg_names: tuple[str, ...]) -> np.ndarray:
+    """(256, 1, 3) uint8 cv2 LUT: mask value -> BGR colour; values above the last class take its colour."""
+    table = seg_colour_table(seg_names)
+    return table[np.minimum(np.arange(256), len(seg_names))].reshape(256, 1, 3)
+
+
+def blend_segmentation(image_bgr: np.ndarray, mask: np.ndarray, seg_names: Sequence[str]) -> np.ndarray:
+    """A new (H,W,3) uint8 image: ``image_bgr`` blended at ``MASK_ALPHA`` with each class colour where ``mask`` (H,W)
+    is > 0, unchanged where it is 0.
+
+    Whole-frame cv2 passes instead of boolean indexing (which gathers and scatters every masked pixel): a colour
+    layer by table lookup, one weighted sum (rounded half to even, like ``np.round``), the background copied back.
+    """
+    lut = _colour_lut(tuple(seg_names))
+    colours = cv2.LUT(cv2.merge((mask, mask, mask)), lut)
+    out = cv2.addWeighted(image_bgr, 1 - MASK_ALPHA, colours, MASK_ALPHA, 0.0)
+    cv2.copyTo(image_bgr, (mask == 0).view(np.uint8), out)
+    return out
+
+
 def draw_overlay(
     image_bgr: np.ndarray, result: FrameResult, class_names: Sequence[str], seg_names: Sequence[str]
 ) -> np.ndarray:
     """A copy of ``image_bgr`` (H,W,3) uint8 (or (H,W) grey) with seg classes blended at 50 % and labelled boxes."""
     if image_bgr.shape[:2] != result.seg_mask.shape:
         raise ValueError(f"image {image_bgr.shape[:2]} and seg mask {result.seg_mask.shape} differ in size")
-    out = cv2.cvtColor(image_bgr, cv2.COLOR_GRAY2BGR) if image_bgr.ndim == 2 else image_bgr.copy()
-    mask = result.seg_mask
-    on = mask > 0
-    if on.any():
-        colours = seg_colour_table(seg_names)[np.minimum(mask[on], len(seg_names))]
-        blended = out[on].astype(np.float32) * (1 - MASK_ALPHA) + colours.astype(np.float32) * MASK_ALPHA
-        out[on] = np.round(blended).astype(np.uint8)
+    image = cv2.cvtColor(image_bgr, cv2.COLOR_GRAY2BGR) if image_bgr.ndim == 2 else image_bgr
+    out = blend_segmentation(image, np.ascontiguousarray(result.seg_mask), seg_names)
     det = result.detections
     scale = max(0.4, min(out.shape[:2]) / 900)
     thickness = max(1, int(round(scale * 2)))

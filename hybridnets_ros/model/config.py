@@ -10,8 +10,6 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, Mapping
 
-import yaml
-
 from hybridnets_ros.resources import resolve_model_config
 
 SEG_MODES = ("binary", "multiclass", "multilabel")
@@ -167,6 +165,7 @@ class ModelConfig:
 
     @classmethod
     def from_yaml(cls, path: str | Path) -> "ModelConfig":
+        yaml = _yaml()
         path = Path(path)
         with path.open("r", encoding="utf-8") as f:
             data = yaml.safe_load(f)
@@ -194,7 +193,16 @@ class ModelConfig:
         }
 
     def to_yaml(self, path: str | Path) -> None:
-        Path(path).write_text(yaml.safe_dump(self.to_dict(), sort_keys=False), encoding="utf-8")
+        Path(path).write_text(_yaml().safe_dump(self.to_dict(), sort_keys=False), encoding="utf-8")
+
+
+def _yaml() -> Any:
+    """PyYAML, imported on first use: the network itself (e.g. ``gpu_check`` on a bare machine) does not need it."""
+    try:
+        import yaml
+    except ImportError as exc:
+        raise ImportError("reading or writing model config files needs PyYAML: pip install pyyaml") from exc
+    return yaml
 
 
 def load_model_config(name_or_path: str | Path) -> ModelConfig:
