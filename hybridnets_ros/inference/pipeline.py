@@ -33,7 +33,7 @@ from hybridnets_ros.model.hybridnets import HybridNetsOutput
 
 LOG = logging.getLogger(__name__)
 
-__all__ = ["ENCODINGS", "Detections", "FrameResult", "HybridNetsPipeline", "PostprocessConfig"]
+__all__ = ["ENCODINGS", "Detections", "FrameResult", "HybridNetsPipeline", "PostprocessConfig", "StagedBatch"]
 
 # encoding -> (channels, whether the first three channels are in BGR order)
 ENCODINGS: dict[str, tuple[int, bool]] = {
@@ -171,27 +171,57 @@ class HybridNetsPipeline:
         if self.device.type == "cuda":
             torch.cuda.synchronize(self.device)
 
-    def __call__(self, frames: Sequence[np.ndarray], encodings: Sequence[str] | str = "rgb8") -> list[FrameResult]:
-        """Run the model on a batch of frames (any sizes); one FrameResult per frame, in order."""
-        if len(frames) == 0:
-            return []
-        with self._lock, torch.inference_mode():
+    def prepare(self, frames: Sequence[np.ndarray], encodings: Sequence[str] | str = "rgb8") -> StagedBatch:
+        """Stage 1: the thresholds current now and the preprocessed batch (see :meth:`preprocess`)."""
+        with torch.inference_mode():
             config = dataclasses.replace(self.postprocess)
             start = time.perf_counter()
             x, letterboxes = self.preprocess(frames, encodings)
             self._sync()
-            preprocessed = time.perf_counter()
-            out = self.forward(x)
+            return StagedBatch(x, letterboxes, config, {"preprocess": (time.perf_counter() - start) * 1e3})
+
+    def infer(self, batch: StagedBatch) -> StagedBatch:
+        """Stage 2: the forward pass; the input is released, the raw outputs kept."""
+        with torch.inference_mode():
+            start = time.perf_counter()
+            out = self.forward(batch.x)
             self._sync()
-            forwarded = time.perf_counter()
-            results = self.postprocess_batch(out, letterboxes, config)
-            done = time.perf_counter()
-            self.last_timings = {
-                "preprocess": (preprocessed - start) * 1e3,
-                "forward": (forwarded - preprocessed) * 1e3,
-                "postprocess": (done - forwarded) * 1e3,
-            }
+            batch.timings["forward"] = (time.perf_counter() - start) * 1e3
+        return dataclasses.replace(batch, x=None, raw=out)
+
+    def finish(self, batch: StagedBatch) -> list[FrameResult]:
+        """Stage 3: post-processing with the thresholds captured by :meth:`prepare`."""
+        with torch.inference_mode():
+            start = time.perf_counter()
+            results = self.postprocess_batch(batch.raw, batch.letterboxes, batch.config)
+            batch.timings["postprocess"] = (time.perf_counter() - start) * 1e3
         return results
+
+    def __call__(self, frames: Sequence[np.ndarray], encodings: Sequence[str] | str = "rgb8") -> list[FrameResult]:
+        """Run the model on a batch of frames (any sizes); one FrameResult per frame, in order.
+
+        The three stages in turn; a caller that overlaps batches calls :meth:`prepare`, :meth:`infer` and
+        :meth:`finish` itself (each from one thread at a time).
+        """
+        if len(frames) == 0:
+            return []
+        with self._lock:
+            batch = self.infer(self.prepare(frames, encodings))
+            results = self.finish(batch)
+            self.last_timings = batch.timings
+        return results
+
+
+@dataclasses.dataclass
+class StagedBatch:
+    """A batch between pipeline stages: the network input ``x`` (B,3,H,W) until the forward pass, then its ``raw``
+    outputs; the letterboxes, the thresholds of the call and the stage times in ms so far."""
+
+    x: torch.Tensor | None
+    letterboxes: list[Letterbox]
+    config: PostprocessConfig
+    timings: dict[str, float]
+    raw: HybridNetsOutput | None = None
 
 
 def _bundled_weights() -> Path:
