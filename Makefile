@@ -18,6 +18,9 @@ EXTRAS := onnx,openvino,train,test,ros-pip
 VISION_MSGS_SRC := msg/vision_msgs
 VISION_MSGS_WHEELS := $(VENV)/wheels
 VISION_MSGS_INPUTS := $(shell find $(VISION_MSGS_SRC) -type f 2>/dev/null)
+TF2_MSGS_SRC := msg/tf2_msgs
+TF2_MSGS_WHEELS := $(VENV)/wheels-tf2
+TF2_MSGS_INPUTS := $(shell find $(TF2_MSGS_SRC) -type f 2>/dev/null)
 
 # Directories are listed too, so that adding or deleting a file also triggers a reinstall.
 PROJECT_INPUTS := setup.py setup.cfg package.xml resource/hybridnets_ros resource/hybridnets_node \
@@ -39,7 +42,7 @@ export VIRTUAL_ENV := $(VENV_ABS)
 .PHONY: help setup install test demo bench clean distclean
 
 help:
-	@echo "make setup      create/update .venv (torch $(TORCH_VERSION) CPU, ROS 2 wheels, vision_msgs, this package)"
+	@echo "make setup      create/update .venv (torch $(TORCH_VERSION) CPU, ROS 2 wheels, vision_msgs, tf2_msgs, this package)"
 	@echo "make install    reinstall this package into .venv if its sources changed (part of setup)"
 	@echo "make test       setup + pytest; TESTS='test/test_x.py' PYTEST_ARGS='-k name' narrow it"
 	@echo "make demo       setup + python -m hybridnets_ros.demo"
@@ -70,7 +73,7 @@ $(STAMPS)/vision_msgs: $(VISION_MSGS_INPUTS) | $(STAMPS)/deps
 	else \
 		$(MAKE) --no-print-directory vision-msgs-wheel && \
 		$(PIP) install --no-deps --force-reinstall $(VISION_MSGS_WHEELS)/ros_vision_msgs-*.whl && \
-		$(PY) -c "from vision_msgs.msg import Detection2DArray, LabelInfo"; \
+		$(PY) -c "from vision_msgs.msg import Detection2DArray, Detection3DArray, LabelInfo"; \
 	fi
 	@touch $@
 
@@ -83,10 +86,27 @@ $(VISION_MSGS_WHEELS)/.built: $(VISION_MSGS_INPUTS) | $(PY)
 	$(PIP) wheel --no-deps --no-build-isolation -w $(VISION_MSGS_WHEELS) ./$(VISION_MSGS_SRC)
 	@touch $@
 
+# tf2_msgs (TFMessage, read from /tf_static on a pip-only install) the same way, where no tf2_msgs is importable.
+$(STAMPS)/tf2_msgs: $(TF2_MSGS_INPUTS) | $(STAMPS)/deps
+	@if $(PY) -c "import tf2_msgs.msg" 2>/dev/null && ! $(PIP) show --quiet ros-tf2-msgs 2>/dev/null; then \
+		echo "tf2_msgs is provided by the environment: not building $(TF2_MSGS_SRC)"; \
+	else \
+		$(MAKE) --no-print-directory $(TF2_MSGS_WHEELS)/.built && \
+		$(PIP) install --no-deps --force-reinstall $(TF2_MSGS_WHEELS)/ros_tf2_msgs-*.whl && \
+		$(PY) -c "from tf2_msgs.msg import TFMessage"; \
+	fi
+	@touch $@
+
+$(TF2_MSGS_WHEELS)/.built: $(TF2_MSGS_INPUTS) | $(PY)
+	$(PIP) install --quiet $$($(PY) -c "import tomllib; print(' '.join(tomllib.load(open('$(TF2_MSGS_SRC)/pyproject.toml', 'rb'))['build-system']['requires']))")
+	rm -rf $(TF2_MSGS_WHEELS) && mkdir -p $(TF2_MSGS_WHEELS)
+	$(PIP) wheel --no-deps --no-build-isolation -w $(TF2_MSGS_WHEELS) ./$(TF2_MSGS_SRC)
+	@touch $@
+
 # Non-editable on purpose: `pip install -e` skips data_files (share/, lib/hybridnets_ros/). setuptools builds in
 # ./build/lib and never deletes from it, so it is cleared first to keep removed modules out of the install.
 # flock: two make runs in one checkout (parallel shells) must not interleave the clear and the reinstall.
-$(STAMPS)/install: $(STAMPS)/vision_msgs $(PROJECT_INPUTS)
+$(STAMPS)/install: $(STAMPS)/vision_msgs $(STAMPS)/tf2_msgs $(PROJECT_INPUTS)
 	flock $(VENV)/.install.lock bash -c 'rm -rf build/lib build/bdist.* hybridnets_ros.egg-info && \
 		$(PIP) install --quiet --no-deps --no-build-isolation --force-reinstall .'
 	@touch $@

@@ -25,7 +25,7 @@ UPSTREAM_HASHES = {
 }
 MESSAGES = [
     "Point2D", "Pose2D", "BoundingBox2D", "ObjectHypothesis", "ObjectHypothesisWithPose", "Detection2D",
-    "Detection2DArray", "VisionClass", "LabelInfo",
+    "Detection2DArray", "VisionClass", "LabelInfo", "BoundingBox3D", "Detection3D", "Detection3DArray",
 ]
 
 
