@@ -24,6 +24,7 @@ from hybridnets_ros.inference.postprocess import (
     FrameResult,
     PostprocessConfig,
     detect,
+    seg_confidences,
     segment,
 )
 from hybridnets_ros.model.anchors import generate_anchors
@@ -165,7 +166,8 @@ class HybridNetsPipeline:
         config = config if config is not None else self.postprocess
         detections = detect(out.regression, out.classification, self.anchors, letterboxes, config)
         masks = segment(out.segmentation, self.config.seg_mode, letterboxes)
-        return [FrameResult(d, m, lb) for d, m, lb in zip(detections, masks, letterboxes)]
+        confidences = seg_confidences(out.segmentation, self.config.seg_mode, letterboxes)
+        return [FrameResult(*parts) for parts in zip(detections, masks, letterboxes, confidences)]
 
     def _sync(self) -> None:
         if self.device.type == "cuda":

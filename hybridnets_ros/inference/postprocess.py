@@ -56,12 +56,31 @@ class Detections:
 
 
 @dataclass
+class SegConfidence:
+    """Per-pixel confidence of one frame's segmentation, computed only when asked for.
+
+    ``logits`` (S,h,w) is a copy of the frame's segmentation logits with the letterbox padding cropped off.
+    """
+
+    logits: torch.Tensor
+    seg_mode: str
+    orig_hw: tuple[int, int]
+
+    def image(self) -> np.ndarray:
+        """(h0,w0) uint8: 255 x the probability of the class the mask shows at each pixel (same resize as the mask)."""
+        scaled = torch.round(seg_class_probability(self.logits[None], self.seg_mode)[0] * 255).to(torch.uint8)
+        h0, w0 = self.orig_hw
+        return cv2.resize(scaled.cpu().numpy(), (w0, h0), interpolation=cv2.INTER_NEAREST)
+
+
+@dataclass
 class FrameResult:
     """Everything inferred for one frame. ``seg_mask`` (h0,w0) uint8: 0 background, k = seg_list[k-1]."""
 
     detections: Detections
     seg_mask: np.ndarray
     letterbox: Letterbox
+    seg_confidence: SegConfidence | None = None
 
 
 def select_detections(
@@ -136,6 +155,32 @@ def seg_class_map(segmentation: torch.Tensor, seg_mode: str) -> torch.Tensor:
         ids = torch.arange(1, segmentation.shape[1], device=segmentation.device, dtype=torch.uint8)
         return (on * ids[None, :, None, None]).amax(dim=1)
     raise ValueError(f"unknown seg_mode '{seg_mode}': expected one of {SEG_MODES}")
+
+
+def seg_class_probability(segmentation: torch.Tensor, seg_mode: str) -> torch.Tensor:
+    """(B,S,H,W) logits -> (B,H,W) float32 probability of the class :func:`seg_class_map` picks at each pixel.
+
+    multiclass: softmax of the winning channel. binary: sigmoid, or 1 - sigmoid where the pixel is background.
+    multilabel: sigmoid of the winning class, or where none is on, the probability that the likeliest one is off.
+    """
+    logits = segmentation.to(torch.float32)
+    if seg_mode == "multiclass":
+        return 1.0 / torch.exp(logits - logits.amax(dim=1, keepdim=True)).sum(dim=1)
+    if seg_mode == "binary":
+        return torch.sigmoid(logits[:, 0].abs())
+    if seg_mode == "multilabel":
+        probability = torch.sigmoid(logits[:, 1:])
+        class_map = seg_class_map(segmentation, seg_mode).long()
+        chosen = probability.gather(1, (class_map - 1).clamp(min=0)[:, None])[:, 0]
+        return torch.where(class_map > 0, chosen, 1.0 - probability.amax(dim=1))
+    raise ValueError(f"unknown seg_mode '{seg_mode}': expected one of {SEG_MODES}")
+
+
+def seg_confidences(segmentation: torch.Tensor, seg_mode: str,
+                    letterboxes: Sequence[Letterbox]) -> list[SegConfidence]:
+    """Per image, the cropped logits (copied, so a backend may reuse its output buffer) for a later confidence."""
+    return [SegConfidence(lb.crop_padding(segmentation[i]).clone(), seg_mode, lb.orig_hw)
+            for i, lb in enumerate(letterboxes)]
 
 
 def segment(segmentation: torch.Tensor, seg_mode: str, letterboxes: Sequence[Letterbox]) -> list[np.ndarray]:
