@@ -124,8 +124,8 @@ def camera_model(
     if abs(ratio_x / ratio_y - 1.0) > ASPECT_TOLERANCE:
         raise CameraModelError(
             f"camera_info describes a {sensor_w:g}x{sensor_h:g} image (size {calib_w}x{calib_h}, binning "
-            f"{bin_x}x{bin_y}, roi {roi_w}x{roi_h}) but the image is {image_w}x{image_h}, another aspect ratio: publish "
-            "the camera_info that belongs to this image stream")
+            f"{bin_x}x{bin_y}, roi {roi_w}x{roi_h}) but the image is {image_w}x{image_h}, another aspect ratio: "
+            "publish the camera_info that belongs to this image stream")
     scale_x, offset_x = _axis_map(image_w, sensor_w, bin_x, x_off)
     scale_y, offset_y = _axis_map(image_h, sensor_h, bin_y, y_off)
     note = None

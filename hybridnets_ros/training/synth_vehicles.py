@@ -22,6 +22,8 @@ BODY_COLORS: tuple[Color, ...] = (
 )
 GLASS: Color = (70, 55, 45)
 TIRE: Color = (28, 28, 30)
+# m behind the near face where the wheels peeking out under it touch the road: the lowest point of a vehicle's box.
+NEAR_WHEEL_DEPTH = 0.6
 TAIL_LIGHT: Color = (40, 40, 210)
 HEAD_LIGHT: Color = (215, 240, 250)
 PLATE: Color = (215, 225, 225)
@@ -207,7 +209,7 @@ def vehicle_polygons(view: RoadView, shape: VehicleShape, x: float, z: float, sh
     for sign in (-1.0, 1.0):
         inner, outer = sign * hw * 0.5, sign * hw * 0.94
         out.polygons.append((_project_quad(view, [x + min(inner, outer), x + max(inner, outer)] * 2,
-                                           [0.0, 0.0, 0.42, 0.42], [z + 0.6] * 4)[[0, 1, 3, 2]], TIRE))
+                                           [0.0, 0.0, 0.42, 0.42], [z + NEAR_WHEEL_DEPTH] * 4)[[0, 1, 3, 2]], TIRE))
 
     for part in sorted(shape.parts, key=cmp_to_key(_draw_before)):
         if side_face is not None:
