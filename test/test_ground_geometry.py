@@ -203,7 +203,7 @@ def test_occupancy_grid_matches_the_true_road(camera) -> None:
     road_half = 6.0
     mask = _draw(model, pose, [_strip(0.0, road_half, 3.0, 60.0)], 1, np.zeros((HEIGHT, WIDTH), np.uint8))
     spec = GridSpec(resolution=0.1, x_min=0.0, x_max=50.0, y_min=-15.0, y_max=15.0)
-    grid = occupancy(projector, spec, mask, drivable_id=1)
+    grid = occupancy(projector, spec, mask, drivable_ids=(1,))
     centres = spec.centres().reshape(*spec.shape, 2)
     truth = (np.abs(centres[..., 1]) < road_half) & (centres[..., 0] > 3.0)
     seen = grid != UNKNOWN
@@ -224,7 +224,7 @@ def test_vehicle_hides_the_road_behind_it() -> None:
     box = np.array([[640 - FOCAL * 1.0 / 20, 360 + FOCAL * (1.5 - 1.5) / 20, 640 + FOCAL * 1.0 / 20,
                      360 + FOCAL * 1.5 / 20]])
     spec = GridSpec(resolution=0.1, x_min=0.0, x_max=50.0, y_min=-5.0, y_max=5.0)
-    grid = occupancy(projector, spec, mask, 1, box)
+    grid = occupancy(projector, spec, mask, (1,), box)
     centres = spec.centres().reshape(*spec.shape, 2)
     behind = (centres[..., 0] > 21.0) & (np.abs(centres[..., 1]) < 0.5)
     before = (centres[..., 0] < 19.5) & (centres[..., 0] > 5.0) & (np.abs(centres[..., 1]) < 0.5)

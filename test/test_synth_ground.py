@@ -101,7 +101,7 @@ def test_grid_from_the_true_mask_matches_the_true_road(posed) -> None:
         projector = _projector(truth)
         spec = GridSpec(0.1, 0.0, 50.0, -15.0, 15.0)
         mask = (scene.drivable_mask > 0).astype(np.uint8)
-        grid = occupancy(projector, spec, mask, 1, scene.boxes)
+        grid = occupancy(projector, spec, mask, (1,), scene.boxes)
         centres = spec.centres().reshape(*spec.shape, 2)
         left = np.interp(centres[..., 0], truth.road_edges[0][:, 0], truth.road_edges[0][:, 1])
         right = np.interp(centres[..., 0], truth.road_edges[1][:, 0], truth.road_edges[1][:, 1])

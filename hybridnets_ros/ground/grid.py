@@ -6,6 +6,7 @@ so every cell in view is filled however far away it is (no holes between image r
 """
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -59,14 +60,16 @@ def boxes_mask(boxes: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
     return mask
 
 
-def occupancy(projector: GroundProjector, spec: GridSpec, class_mask: np.ndarray, drivable_id: int,
+def occupancy(projector: GroundProjector, spec: GridSpec, class_mask: np.ndarray, drivable_ids: Sequence[int],
               boxes: np.ndarray | None = None) -> np.ndarray:
-    """Occupancy values (rows, cols) int8 of ``spec`` from a (H,W) class mask; ``boxes`` (N,4) hide the road."""
+    """Occupancy values (rows, cols) int8 of ``spec`` from a (H,W) class mask; cells whose pixel has one of
+    ``drivable_ids`` are free (lane markings lie on the road, so they are drivable too); ``boxes`` (N,4) hide the
+    road behind vehicles."""
     pixels = projector.cell_pixels(spec, spec.centres)
     seen = pixels >= 0
     flat = pixels[seen]
     values = np.full(pixels.shape, UNKNOWN, np.int8)
-    cell = np.where(class_mask.ravel()[flat] == drivable_id, FREE, OCCUPIED).astype(np.int8)
+    cell = np.where(np.isin(class_mask.ravel()[flat], drivable_ids), FREE, OCCUPIED).astype(np.int8)
     if boxes is not None and len(boxes):
         cell[boxes_mask(boxes, class_mask.shape).ravel()[flat]] = UNKNOWN
     values[seen] = cell

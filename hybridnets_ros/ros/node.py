@@ -34,7 +34,7 @@ from sensor_msgs.msg import CameraInfo, CompressedImage, Image
 from std_msgs.msg import Header
 from vision_msgs.msg import Detection2DArray, LabelInfo
 
-from hybridnets_ros.ros import conversions, diagnostics
+from hybridnets_ros.ros import conversions, diagnostics, ground
 from hybridnets_ros.ros.frame_buffer import Frame, FrameBuffer
 
 _log = logging.getLogger(__name__)
@@ -93,6 +93,12 @@ PARAMETERS = (
     ParamSpec("max_input_age_ms", 0, "frames whose stamp is older than this (node clock) are dropped; 0 = no limit",
               value_range=(0, 3600000), live=True),
     ParamSpec("publish_overlay", True, "offer C/overlay (drawn only while someone subscribes)"),
+    ParamSpec("ground_frame", "base_footprint", "frame of the ground-plane outputs; its z = 0 plane is the road"),
+    ParamSpec("ground.resolution", 0.1, "cell size (m) of C/drivable_area/grid", value_range=(0.01, 10.0)),
+    ParamSpec("ground.x_range", [0.0, 50.0], "[min, max] x (m, forward) of the grid and lane lines in ground_frame"),
+    ParamSpec("ground.y_range", [-15.0, 15.0], "[min, max] y (m, left) of the grid and lane lines in ground_frame"),
+    ParamSpec("ground.max_range", 50.0, "pixels whose ray meets the ground farther (m) from the camera are not "
+              "projected", value_range=(1.0, 1000.0)),
     ParamSpec("autostart", True, "configure and activate on start-up; a failing configure then exits with code 1"),
 )
 PARAMETER_DEFAULTS = {p.name: p.default for p in PARAMETERS}
@@ -149,7 +155,7 @@ def validate_parameter(name: str, value: Any) -> str | None:
             return f"camera names must be unique, got {list(value)}"
     if name.endswith(".transport") and value not in CAMERA_TRANSPORT_CHOICES:
         return f"{name} must be raw, compressed or empty (= the transport parameter), got '{value}'"
-    return None
+    return ground.validate_parameter(name, value)
 
 
 class ConfigureError(RuntimeError):
@@ -191,6 +197,7 @@ class HybridNetsNode(LifecycleNode):
         self._camera_stats: dict[str, diagnostics.CameraStats] = {}
         self._model_stats = diagnostics.ModelStats()
         self._camera_info: dict[str, CameraInfo] = {}
+        self._ground: ground.GroundOutputs | None = None
         self._warnings = diagnostics.WarningLimiter(BAD_INPUT_WARNING_PERIOD_S)
 
         self.add_on_set_parameters_callback(self._validate_parameters)
@@ -208,6 +215,13 @@ class HybridNetsNode(LifecycleNode):
             if not self.has_parameter(name):
                 description = f"transport of camera {camera}: raw, compressed, or empty = the transport parameter"
                 self.declare_parameter(name, "", ParameterDescriptor(name=name, description=description))
+            name = ground.camera_pose_parameter(camera)
+            if not self.has_parameter(name):
+                description = (f"pose [x, y, z, roll, pitch, yaw] (m, rad) of camera {camera}'s body frame (REP 103) "
+                               "in ground_frame, used when TF has no transform for its images; [] = none")
+                # Dynamically typed: [] declares no array type, and integer lists are as good as floats here.
+                self.declare_parameter(name, [], ParameterDescriptor(name=name, description=description,
+                                                                     dynamic_typing=True))
 
     def _validate_parameters(self, params: list[Parameter]) -> SetParametersResult:
         for param in params:
@@ -361,9 +375,15 @@ class HybridNetsNode(LifecycleNode):
                 overlay=pub(Image, f"{camera}/overlay", OVERLAY_QOS) if publish_overlay else None,
             )
         self._label_info_pub = pub(LabelInfo, "label_info", LABEL_INFO_QOS)
+        self._ground = ground.GroundOutputs.from_node(self, pub, [c for c, _ in self._cameras], self._camera_info,
+                                                      self._pipeline.class_names, self._drivable_id, self._lane_id,
+                                                      self._warnings)
         self._diagnostics_pub = self.create_publisher(DiagnosticArray, "/diagnostics", DIAGNOSTICS_QOS)
 
     def _destroy_publishers(self) -> None:
+        if self._ground is not None:
+            self._ground.close()
+            self._ground = None
         for outputs in self._outputs.values():
             for publisher in outputs.all():
                 self.destroy_lifecycle_publisher(publisher)
@@ -421,7 +441,7 @@ class HybridNetsNode(LifecycleNode):
         self._accept(camera, msg.header, lambda: (conversions.compressed_to_array(msg), "bgr8"))
 
     def _on_camera_info(self, camera: str, msg: CameraInfo) -> None:
-        """Kept for the diagnostics (image size it describes); no output depends on it yet."""
+        """Kept for the ground outputs (the image's intrinsics) and the diagnostics (image size it describes)."""
         self._camera_info[camera] = msg
 
     def _accept(self, camera: str, header: Header, convert: Any) -> None:
@@ -507,6 +527,7 @@ class HybridNetsNode(LifecycleNode):
                 publisher.publish(conversions.array_to_image(conversions.class_mask(seg, class_id), header, "mono8"))
         if outputs.overlay is not None and outputs.overlay.get_subscription_count():
             outputs.overlay.publish(conversions.array_to_image(self._overlay(frame, result), header, "bgr8"))
+        self._ground.publish(frame.camera, header, result)
 
     def _overlay(self, frame: Frame, result: Any) -> np.ndarray:
         from hybridnets_ros.inference.visualize import draw_overlay  # loaded with the pipeline by now: no cost
@@ -528,6 +549,7 @@ class HybridNetsNode(LifecycleNode):
             report: dict[str, Any] = stats.report()
             info = self._camera_info.get(camera)
             report["camera_info"] = f"{info.width}x{info.height}" if info is not None else "none"
+            report["ground"] = self._ground.status(camera) if self._ground is not None else "not configured"
             statuses.append(diagnostics.camera_status(name, camera, report))
         statuses.append(diagnostics.model_status(name, self._model_info, self._model_stats.report()))
         self._diagnostics_pub.publish(diagnostics.diagnostic_array(self.get_clock().now().to_msg(), statuses))

@@ -156,8 +156,8 @@ def _ground_truth(world: World, roll: float, pitch: float, scene: Scene) -> Grou
                        vehicle_ids=scene.ids.copy(), visible_depth=float(z_vis))
 
 
-def generate_ground_scene(seed: int, size: tuple[int, int] = (1280, 720), roll: float = 0.0, pitch: float = 0.0,
-                          flat: bool = True) -> tuple[Scene, GroundTruth]:
+def generate_ground_scene(seed: int | np.random.SeedSequence, size: tuple[int, int] = (1280, 720), roll: float = 0.0,
+                          pitch: float = 0.0, flat: bool = True) -> tuple[Scene, GroundTruth]:
     """A random still scene (the world of ``generate_scene(seed, size)``, flattened when ``flat``) seen from a
     camera rolled and pitched by ``roll``/``pitch`` rad, with its ground truth in metres."""
     width, height = size
