@@ -9,10 +9,10 @@ import numpy as np
 import pytest
 import torch
 
+from golden_support import MIN_MASK_AGREEMENT, assert_matches_golden, load_post, mask_agreement, run_threshold
 from hybridnets_ros import resources
 from hybridnets_ros.inference.backends import create_backend
 from hybridnets_ros.inference.letterbox import Letterbox
-from hybridnets_ros.inference.nms import box_iou
 from hybridnets_ros.inference.pipeline import HybridNetsPipeline
 from hybridnets_ros.model.checkpoint import build_model
 from hybridnets_ros.model.config import load_model_config
@@ -43,16 +43,9 @@ def _demo(demo_images_dir, index: int) -> np.ndarray:
     return cv2.imread(str(demo_images_dir / f"{index}.jpg"), cv2.IMREAD_COLOR | cv2.IMREAD_IGNORE_ORIENTATION)
 
 
-def assert_matches_golden(boxes, scores, mask, post) -> None:
-    assert len(scores) == len(post["few_scores"])
-    iou = box_iou(torch.as_tensor(boxes), torch.as_tensor(post["few_rois_orig"])).diagonal()
-    assert (iou >= 0.99).all(), iou.min()
-    np.testing.assert_allclose(scores, post["few_scores"], atol=5e-4)
-    assert mask.shape == (720, 1280)
-    assert (mask == post["few_seg_mask_orig"]).mean() >= 0.999
-
-
 def test_preprocess_is_bit_exact(pipeline, golden_dir, demo_images_dir):
+    """Exact on any CPU: JPEG decoding is integer arithmetic (libjpeg-turbo's SIMD paths equal its C path), the 2x
+    area taps are dyadic (exact sums), and /255, -mean, /std are separate correctly rounded float32 operations."""
     golden = torch.load(golden_dir / "input_demo1.pt")
     x, boxes = pipeline.preprocess([_demo(demo_images_dir, 1)], "bgr8")
     assert boxes == [Letterbox.fit((720, 1280), (384, 640))]
@@ -95,13 +88,12 @@ def test_single_array_instead_of_a_list_is_rejected(small_pipeline):
 @pytest.mark.slow
 @pytest.mark.parametrize("index", [1, 2, 3])
 def test_pipeline_matches_golden_variant_c(pipeline, golden_dir, demo_images_dir, index):
-    post = np.load(golden_dir / f"post_seed0_variantC_img{index}.npz")
-    pipeline.postprocess.score_threshold = float(post["few_conf_thresh"])
+    post = load_post(golden_dir, index)
+    pipeline.postprocess.score_threshold = run_threshold(post)
     pipeline.postprocess.nms_iou_threshold = float(post["iou_thresh"])
     result = pipeline([_demo(demo_images_dir, index)], "bgr8")[0]
-    det = result.detections
-    assert_matches_golden(det.boxes, det.scores, result.seg_mask, post)
-    np.testing.assert_array_equal(det.class_ids, post["few_class_ids"])
+    assert assert_matches_golden(result.detections, post, f"demo image {index}") > 10
+    assert mask_agreement(result.seg_mask, post["few_seg_mask_orig"]) >= MIN_MASK_AGREEMENT
     assert set(pipeline.last_timings) == {"preprocess", "forward", "postprocess"}
     assert all(v > 0 for v in pipeline.last_timings.values())
 
@@ -109,12 +101,13 @@ def test_pipeline_matches_golden_variant_c(pipeline, golden_dir, demo_images_dir
 def test_thresholds_can_change_between_calls(pipeline, golden_dir):
     raw = torch.load(golden_dir / "raw_seed0_variantC_demo1.pt")
     out = HybridNetsOutput(raw["regression"], raw["classification"], raw["segmentation"])
-    post = np.load(golden_dir / "post_seed0_variantC_img1.npz")
+    post = load_post(golden_dir, 1)
     boxes = [Letterbox.fit((720, 1280), (384, 640))]
-    pipeline.postprocess.score_threshold = float(post["few_conf_thresh"])
+    pipeline.postprocess.score_threshold = run_threshold(post)
     pipeline.postprocess.nms_iou_threshold = float(post["iou_thresh"])
     full = pipeline.postprocess_batch(out, boxes)[0]
-    assert_matches_golden(full.detections.boxes, full.detections.scores, full.seg_mask, post)
+    assert_matches_golden(full.detections, post, "golden raw heads")
+    assert mask_agreement(full.seg_mask, post["few_seg_mask_orig"]) >= MIN_MASK_AGREEMENT
     pipeline.postprocess.max_detections = 3
     try:
         capped = pipeline.postprocess_batch(out, boxes)[0]

@@ -6,31 +6,31 @@ import cv2
 import numpy as np
 import pytest
 
+from golden_support import (
+    DEMO_IMAGES,
+    MIN_MASK_AGREEMENT,
+    assert_matches_golden,
+    load_post,
+    mask_agreement,
+    run_threshold,
+)
 from hybridnets_ros.inference.pipeline import HybridNetsPipeline, PostprocessConfig
+from hybridnets_ros.inference.postprocess import Detections
 from hybridnets_ros.ros import conversions
 from hybridnets_ros.ros.bench import running_node, unique_header
 
 TIMEOUT = 300.0  # a d3 forward pass takes about a second here, more on a busy machine
-GOLDEN_IMAGES = (1, 2, 3)
 MAX_DETECTIONS = 1000
 OTHER_THRESHOLD = 0.5
 
 
-def _iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """Row-wise IoU of two (N,4) x1y1x2y2 arrays."""
-    lt, rb = np.maximum(a[:, :2], b[:, :2]), np.minimum(a[:, 2:], b[:, 2:])
-    inter = np.clip(rb - lt, 0, None).prod(axis=1)
-    area = lambda x: (x[:, 2:] - x[:, :2]).prod(axis=1)  # noqa: E731
-    return inter / (area(a) + area(b) - inter)
-
-
 @pytest.mark.slow
 def test_node_equals_pipeline_and_golden(ros_env, tmp_path, variant_c_weights, golden_dir, demo_images_dir) -> None:
-    golden = {i: np.load(golden_dir / f"post_seed0_variantC_img{i}.npz") for i in GOLDEN_IMAGES}
+    golden = {i: load_post(golden_dir, i) for i in DEMO_IMAGES}
     images = sorted(demo_images_dir.glob("*.jpg"))
-    # The "few" setting of the golden files: a per-image threshold that leaves 40 candidates before NMS; images
-    # without golden results get a threshold that still leaves some boxes.
-    thresholds = {p.stem: float(golden[int(p.stem)]["few_conf_thresh"]) if int(p.stem) in golden else OTHER_THRESHOLD
+    # The "few" setting of the golden files, run just below it (golden_support); images without golden results get
+    # a threshold that still leaves some boxes.
+    thresholds = {p.stem: run_threshold(golden[int(p.stem)]) if int(p.stem) in golden else OTHER_THRESHOLD
                   for p in images}
     parameters = {"weights": str(variant_c_weights), "device": "cpu", "input_qos": "reliable",
                   "max_detections": MAX_DETECTIONS, "nms_iou_threshold": 0.3}
@@ -54,13 +54,14 @@ def test_node_equals_pipeline_and_golden(ros_env, tmp_path, variant_c_weights, g
         direct = pipeline([cv2.imread(str(path), cv2.IMREAD_COLOR)], "bgr8")[0]
         boxes = conversions.detection_boxes(detections)
         scores = np.array([d.results[0].hypothesis.score for d in detections.detections])
+        # Same CPU, same code and batch size as the direct run: equal up to the message's float64 round trip.
         assert len(boxes) == len(direct.detections) > 0, path.name
         np.testing.assert_allclose(boxes, direct.detections.boxes, atol=1e-3)
         np.testing.assert_allclose(scores, direct.detections.scores, atol=1e-6)
         np.testing.assert_array_equal(seg, direct.seg_mask)
         index = int(path.stem)
         if index in golden:
-            reference = golden[index]
-            assert len(boxes) == len(reference["few_rois_orig"]), path.name
-            assert (_iou(boxes, reference["few_rois_orig"].astype(np.float64)) >= 0.99).all(), path.name
-            assert (seg == reference["few_seg_mask_orig"]).mean() >= 0.999
+            assert {d.results[0].hypothesis.class_id for d in detections.detections} == {"car"}  # class 0
+            got = Detections(boxes.astype(np.float32), scores.astype(np.float32), np.zeros(len(boxes), np.int64))
+            assert assert_matches_golden(got, golden[index], path.name) > 10
+            assert mask_agreement(seg, golden[index]["few_seg_mask_orig"]) >= MIN_MASK_AGREEMENT
