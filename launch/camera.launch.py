@@ -73,16 +73,6 @@ def launch_arguments(share: str) -> list[DeclareLaunchArgument]:
     ]
 
 
-def _is_true(text: str) -> bool:
-    return text.strip().lower() in ("true", "1", "yes", "on")
-
-
-def _sibling(topic: str, name: str) -> str:
-    """``/usb_cam/image_raw`` -> ``/usb_cam/<name>``."""
-    head, _, _ = topic.rpartition("/")
-    return f"{head}/{name}" if head or topic.startswith("/") else name
-
-
 def node_actions(context: LaunchContext, share: str) -> list[object]:
     """The node (and rviz2) with the launch arguments resolved.
 
