@@ -104,6 +104,7 @@ def test_segmentation_argmax_agrees(run_c: HybridNetsIntermediates, golden_c: di
 
 
 def test_anchors_exact(golden_c: dict, d3_config: ModelConfig) -> None:
+    # Exact on any CPU: float64 +, -, *, / (correctly rounded everywhere), then one rounding to float32.
     anchors = generate_anchors(d3_config, (384, 640))
     assert anchors.dtype == torch.float32
     assert torch.equal(anchors, golden_c["anchors"][0])
