@@ -55,6 +55,7 @@ setup(
         "pyyaml",
         "tqdm",
         "pillow",
+        "simplejpeg==1.9.0",  # strict JPEG decoding: a corrupt scan is an error, not a grey frame (node input)
         "rosbags>=0.10",
     ],
     extras_require={

@@ -149,3 +149,17 @@ def test_wrong_sizes_are_rejected():
         lb.image(torch.zeros(3, 10, 10, dtype=torch.uint8))
     with pytest.raises(ValueError, match="empty"):
         Letterbox.fit((0, 5), NET_HW)
+
+
+def test_area_taps_of_absurdly_wide_images_are_cached_within_a_byte_budget() -> None:
+    """A 1-pixel-high image a million pixels wide needs ~12 MB of taps; six distinct widths used to stay cached
+    (an entry-count cache), growing the process by 50-75 MB per width. The cache now holds at most its budget."""
+    from hybridnets_ros.inference import letterbox
+
+    for width in range(1_000_000, 1_000_006):
+        resized = letterbox.resize_area(torch.full((1, 1, 1, width), 7, dtype=torch.uint8), (1, 640))
+        assert resized.shape == (1, 1, 1, 640) and (resized == 7).all()
+    cache = letterbox._AREA_TAPS_CACHE
+    assert 0 < cache.bytes <= letterbox.AREA_TAPS_CACHE_BYTES
+    assert cache.get((1_000_005, 640)) is not None  # the newest is kept; the oldest went
+    assert cache.get((1_000_000, 640)) is None

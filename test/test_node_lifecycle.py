@@ -2,6 +2,9 @@
 weights and parameters: a log line naming the file, the problem and the remedy, never a traceback."""
 from __future__ import annotations
 
+import signal
+import threading
+import time
 from pathlib import Path
 from typing import Iterator
 
@@ -9,7 +12,14 @@ import pytest
 from lifecycle_msgs.msg import Transition
 
 from hybridnets_ros.ros import conversions
-from hybridnets_ros.ros.bench import NodeProbe, NodeProcess, random_checkpoint, synthetic_frame, unique_header
+from hybridnets_ros.ros.bench import (
+    NodeProbe,
+    NodeProcess,
+    random_checkpoint,
+    running_node,
+    synthetic_frame,
+    unique_header,
+)
 
 TIMEOUT = 120.0
 
@@ -113,4 +123,86 @@ def test_invalid_parameter_value_at_start_is_reported(ros_env, tmp_path) -> None
     code, log = _exit_code_and_log(ros_env, tmp_path, {"precision": "fp8"})
     assert code == 2
     assert "cannot start" in log and "precision must be one of fp32, fp16" in log
+    assert "Traceback" not in log
+
+
+def test_camera_names_too_long_for_a_topic_are_refused_and_configure_leaves_nothing_behind(managed, tmp_path,
+                                                                                            d0_weights) -> None:
+    """A 250-character camera name used to pass validation and fail configure half-way, leaving the model and
+    the first camera's publishers behind (a later configure then had two publishers per topic)."""
+    node, probe = managed
+    assert probe.get_state(TIMEOUT) == "unconfigured"
+    results = probe.set_parameters({"cameras": ["front", "a" * 250]})
+    assert results is not None and not results[0].successful
+    assert "invalid topic name" in results[0].reason and "250 characters" in results[0].reason
+
+    assert probe.set_parameters({"cameras": ["front"], "weights": str(tmp_path)})[0].successful
+    assert probe.change_state(Transition.TRANSITION_CONFIGURE, TIMEOUT) is False
+    assert node.wait_for_log("is a directory", TIMEOUT)
+    line = next(line for line in node.log().splitlines() if "configure failed" in line)
+    assert f"weights '{tmp_path}' is a directory" in line
+
+    assert probe.set_parameters({"weights": str(d0_weights)})[0].successful
+    assert probe.change_state(Transition.TRANSITION_CONFIGURE, TIMEOUT), node.log()
+    assert probe.wait_until(lambda: probe.node.count_publishers("/front/detections") >= 1, TIMEOUT)
+    assert probe.node.count_publishers("/front/detections") == 1
+    assert "Traceback" not in node.log()
+
+
+def test_sigterm_during_configure_exits_quietly_with_code_0(ros_env, tmp_path, d0_weights) -> None:
+    """Eight cameras make the warm-up (inside configure) long enough to be hit by the signal."""
+    cameras = [f"camera{i}" for i in range(8)]
+    node = NodeProcess(ros_env, tmp_path / "node.log", {"weights": str(d0_weights), "device": "cpu",
+                                                         "cameras": cameras})
+    try:
+        assert node.wait_for_log("loaded model", TIMEOUT), node.log()
+        node.process.send_signal(signal.SIGTERM)
+        code = node.process.wait(TIMEOUT)
+    finally:
+        node.stop()
+    log = node.log()
+    assert code == 0, log
+    for noise in ("Traceback", "autostart failed", "ERROR", "error", "Failed", "configure failed"):
+        assert noise not in log, f"'{noise}' in:\n{log}"
+
+
+@pytest.mark.slow
+def test_ctrl_c_twice_under_load_shuts_down_cleanly(ros_env, tmp_path, d0_weights) -> None:
+    parameters = {"weights": str(d0_weights), "device": "cpu", "input_qos": "reliable", "max_batch_wait_ms": 0}
+    frame = synthetic_frame(384, 640)
+    with running_node(ros_env, tmp_path, parameters, {"image_outputs": (), "label_info": False}) as (node, probe):
+        stop = threading.Event()
+
+        def feed() -> None:
+            while not stop.is_set():
+                probe.publish("camera", conversions.array_to_image(frame, unique_header(), "bgr8"))
+                time.sleep(0.02)
+
+        feeder = threading.Thread(target=feed, daemon=True)
+        feeder.start()
+        try:
+            assert probe.wait_until(lambda: len(probe.messages("camera/detections")) >= 3, TIMEOUT), node.log()
+            node.process.send_signal(signal.SIGINT)
+            time.sleep(0.3)
+            node.process.send_signal(signal.SIGINT)
+            code = node.process.wait(TIMEOUT)
+        finally:
+            stop.set()
+            feeder.join()
+    log = node.log()
+    assert code == 0, log
+    assert "Traceback" not in log and "terminate called" not in log and "KeyboardInterrupt" not in log
+
+
+def test_missing_params_file_is_one_clear_line(ros_env, tmp_path) -> None:
+    missing = tmp_path / "no_such_params.yaml"
+    node = NodeProcess(ros_env, tmp_path / "node.log", params_file=missing)
+    try:
+        code = node.process.wait(TIMEOUT)
+    finally:
+        node.stop()
+    log = node.log()
+    assert code == 2
+    line = next(line for line in log.splitlines() if "cannot start" in line)
+    assert str(missing) in line and "--params-file" in line
     assert "Traceback" not in log

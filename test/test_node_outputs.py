@@ -130,7 +130,7 @@ def _bad_compressed(payload: bytes) -> CompressedImage:
 
 
 BAD_INPUTS = [
-    (RAW, lambda: _bad_raw(encoding="yuv422", step=8, size=32), "unsupported encoding 'yuv422'"),
+    (RAW, lambda: _bad_raw(encoding="8UC3"), "unsupported encoding '8UC3'"),
     (RAW, lambda: _bad_raw(encoding="32FC1", step=16, size=64), None),  # same kind as above: may be rate-limited
     (RAW, lambda: _bad_raw(height=0, size=0), "zero-sized image"),
     (RAW, lambda: _bad_raw(size=47), "data length 47 != height * step"),

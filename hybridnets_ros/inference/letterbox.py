@@ -7,7 +7,8 @@ shrinking uses ``INTER_AREA`` (box-coverage averaging), enlarging uses bilinear 
 """
 from __future__ import annotations
 
-import functools
+import threading
+from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -26,8 +27,53 @@ def _inverse_scale(src: int, dst: int) -> float:
     return 1.0 / (dst / src)
 
 
-@functools.lru_cache(maxsize=64)
+# The area taps of an axis are (dst, K) with K ~ src / dst: kilobytes for camera images, but ~60 MB for a 1-pixel-high
+# image 5 M pixels wide. The cache of recently used ones is therefore bounded by bytes, not by entries.
+AREA_TAPS_CACHE_BYTES = 64 * 2**20
+
+
+class _BytesBoundedCache:
+    """Least-recently-used cache of (index, weight) array pairs holding at most ``max_bytes``; thread-safe.
+    A pair larger than the whole budget is not kept."""
+
+    def __init__(self, max_bytes: int) -> None:
+        self.max_bytes = max_bytes
+        self.bytes = 0
+        self._entries: OrderedDict[tuple[int, int], tuple[np.ndarray, np.ndarray]] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, key: tuple[int, int]) -> tuple[np.ndarray, np.ndarray] | None:
+        with self._lock:
+            entry = self._entries.get(key)
+            if entry is not None:
+                self._entries.move_to_end(key)
+            return entry
+
+    def put(self, key: tuple[int, int], entry: tuple[np.ndarray, np.ndarray]) -> None:
+        size = sum(a.nbytes for a in entry)
+        with self._lock:
+            if size > self.max_bytes or key in self._entries:
+                return
+            self._entries[key] = entry
+            self.bytes += size
+            while self.bytes > self.max_bytes:
+                _, evicted = self._entries.popitem(last=False)
+                self.bytes -= sum(a.nbytes for a in evicted)
+
+
+_AREA_TAPS_CACHE = _BytesBoundedCache(AREA_TAPS_CACHE_BYTES)
+
+
 def _area_taps(src: int, dst: int) -> tuple[np.ndarray, np.ndarray]:
+    """``_compute_area_taps(src, dst)``, kept in a cache bounded by ``AREA_TAPS_CACHE_BYTES``."""
+    taps = _AREA_TAPS_CACHE.get((src, dst))
+    if taps is None:
+        taps = _compute_area_taps(src, dst)
+        _AREA_TAPS_CACHE.put((src, dst), taps)
+    return taps
+
+
+def _compute_area_taps(src: int, dst: int) -> tuple[np.ndarray, np.ndarray]:
     """Source indices and weights of each destination cell for an area (box) downscale along one axis.
 
     Returns ``(index (dst,K) int64, weight (dst,K) float32)``, taps in ascending source order, unused taps padded with

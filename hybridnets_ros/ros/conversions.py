@@ -1,16 +1,27 @@
 """Message <-> numpy conversions for the node: pure functions, no ROS graph.
 
-Reading an ``Image`` is zero-copy (``np.frombuffer`` over the message's buffer, row padding cut by a strided view);
-writing one is a single ``tobytes()`` copy (assigning an ndarray to ``msg.data`` copies element by element and is
-hundreds of times slower). Invalid input raises :class:`ImageConversionError` whose message is the reason, so the
-node can log it per camera and skip the frame.
+This module owns the ROS image encodings (:data:`ENCODINGS`): what the node accepts and how each becomes one of
+the 8-bit encodings the pipeline takes. Reading an ``Image`` in a pipeline encoding is zero-copy (``np.frombuffer``
+over the message's buffer, row padding cut by a strided view); other encodings are converted with OpenCV's
+vectorised colour conversions. Writing one is a single ``tobytes()`` copy (assigning an ndarray to ``msg.data``
+copies element by element and is hundreds of times slower). Invalid input raises :class:`ImageConversionError`
+whose message is the reason, so the node can log it per camera and skip the frame.
+
+Compressed images: the size declared in the header is read without decoding (:func:`compressed_size`), so a
+decompression bomb can be refused before it costs anything; JPEG is decoded by libjpeg-turbo in strict mode
+(``simplejpeg``), so a corrupt scan is an error instead of a grey frame; other formats by ``cv2.imdecode``.
 """
 from __future__ import annotations
 
+import io
+import warnings
+from dataclasses import dataclass
 from typing import Sequence
 
 import cv2
 import numpy as np
+import simplejpeg
+from PIL import Image as PILImage
 from sensor_msgs.msg import CompressedImage, Image
 from std_msgs.msg import Header
 from vision_msgs.msg import (
@@ -22,8 +33,68 @@ from vision_msgs.msg import (
     VisionClass,
 )
 
-# Channels per supported encoding; all of them are 8 bits per channel, so endianness never matters.
-CHANNELS = {"rgb8": 3, "bgr8": 3, "rgba8": 4, "bgra8": 4, "mono8": 1}
+
+@dataclass(frozen=True)
+class Encoding:
+    """How one ROS image encoding is laid out and becomes an 8-bit image in a pipeline encoding.
+
+    A row holds ``width * channels * bytes_per_channel`` bytes; 4:2:0 semi-planar encodings (``chroma_rows``:
+    nv12, nv21) have height / 2 rows of interleaved chroma under the ``height`` luma rows. 16-bit samples keep
+    their high byte (byte order from ``is_bigendian``): 16 -> 8 bits is a strided view, no arithmetic. Then
+    ``cv2_code`` (a ``cv2.cvtColor`` code; None: nothing to do) gives an image in ``decoded``. Width and height
+    must be multiples of ``block`` (the period of the pixel pattern: 2 for chroma pairs and Bayer mosaics).
+    """
+
+    channels: int
+    bytes_per_channel: int
+    decoded: str
+    cv2_code: int | None = None
+    chroma_rows: bool = False
+    block: tuple[int, int] = (1, 1)  # (rows, columns)
+
+
+def _bayer(code: int, bytes_per_channel: int) -> Encoding:
+    return Encoding(1, bytes_per_channel, "bgr8", code, block=(2, 2))
+
+
+# The pipeline takes these five as they are (zero-copy); everything else is converted to one of them.
+PIPELINE_ENCODINGS = ("bgr8", "rgb8", "bgra8", "rgba8", "mono8")
+ENCODINGS: dict[str, Encoding] = {
+    "bgr8": Encoding(3, 1, "bgr8"),
+    "rgb8": Encoding(3, 1, "rgb8"),
+    "bgra8": Encoding(4, 1, "bgra8"),
+    "rgba8": Encoding(4, 1, "rgba8"),
+    "mono8": Encoding(1, 1, "mono8"),
+    "bgr16": Encoding(3, 2, "bgr8"),
+    "rgb16": Encoding(3, 2, "rgb8"),
+    "bgra16": Encoding(4, 2, "bgra8"),
+    "rgba16": Encoding(4, 2, "rgba8"),
+    "mono16": Encoding(1, 2, "mono8"),
+    "yuv422": Encoding(2, 1, "bgr8", cv2.COLOR_YUV2BGR_UYVY, block=(1, 2)),  # UYVY
+    "uyvy": Encoding(2, 1, "bgr8", cv2.COLOR_YUV2BGR_UYVY, block=(1, 2)),
+    "yuv422_yuy2": Encoding(2, 1, "bgr8", cv2.COLOR_YUV2BGR_YUY2, block=(1, 2)),  # YUYV
+    "yuyv": Encoding(2, 1, "bgr8", cv2.COLOR_YUV2BGR_YUY2, block=(1, 2)),
+    "nv21": Encoding(1, 1, "bgr8", cv2.COLOR_YUV2BGR_NV21, chroma_rows=True, block=(2, 2)),
+    "nv12": Encoding(1, 1, "bgr8", cv2.COLOR_YUV2BGR_NV12, chroma_rows=True, block=(2, 2)),
+    "bayer_rggb8": _bayer(cv2.COLOR_BayerRGGB2BGR, 1),
+    "bayer_bggr8": _bayer(cv2.COLOR_BayerBGGR2BGR, 1),
+    "bayer_gbrg8": _bayer(cv2.COLOR_BayerGBRG2BGR, 1),
+    "bayer_grbg8": _bayer(cv2.COLOR_BayerGRBG2BGR, 1),
+    "bayer_rggb16": _bayer(cv2.COLOR_BayerRGGB2BGR, 2),
+    "bayer_bggr16": _bayer(cv2.COLOR_BayerBGGR2BGR, 2),
+    "bayer_gbrg16": _bayer(cv2.COLOR_BayerGBRG2BGR, 2),
+    "bayer_grbg16": _bayer(cv2.COLOR_BayerGRBG2BGR, 2),
+}
+# Encodings refused with their own reason: depth maps are distances, not light.
+DEPTH_ENCODINGS = ("16UC1", "32FC1")
+# cv2.cvtColor code from each pipeline encoding to bgr8 (None: already bgr8), for drawing.
+_TO_BGR8 = {"bgr8": None, "rgb8": cv2.COLOR_RGB2BGR, "bgra8": cv2.COLOR_BGRA2BGR, "rgba8": cv2.COLOR_RGBA2BGR,
+            "mono8": cv2.COLOR_GRAY2BGR}
+
+JPEG_SIGNATURE = b"\xff\xd8\xff"
+PNG_HEADER_START = b"\x89PNG\r\n\x1a\n\x00\x00\x00\x0dIHDR"  # signature, then the IHDR chunk's length and type
+# JPEG colour spaces libjpeg converts to BGR itself; others (CMYK, YCCK) go through cv2.
+_SIMPLEJPEG_COLOURSPACES = ("YCbCr", "Gray")
 
 # LabelInfo has one class map for both outputs: segmentation mask values keep their own IDs (0..255, as in the
 # mono8 `segmentation` image); detection classes are listed from this offset so the two can never collide.
@@ -33,51 +104,152 @@ SEGMENTATION_BACKGROUND = "background"
 
 class ImageConversionError(ValueError):
     """A message that cannot be turned into an image; ``str(exc)`` is the reason, ``kind`` its category
-    (encoding, size, step, length, empty, decode) for per-kind rate limiting and counting."""
+    (encoding, size, step, length, empty, decode, too_large) for per-kind rate limiting and counting."""
 
     def __init__(self, kind: str, reason: str) -> None:
         super().__init__(reason)
         self.kind = kind
 
 
-def image_to_array(msg: Image) -> np.ndarray:
-    """View an ``Image`` as (H, W, C) uint8 without copying (C = 1 for mono8); ``step`` padding is honoured.
-
-    Raises ImageConversionError for an unknown encoding, a zero size, a ``step`` shorter than a row or a ``data``
-    length other than ``height * step``.
-    """
-    channels = CHANNELS.get(msg.encoding)
-    if channels is None:
+def check_pixels(height: int, width: int, max_pixels: int, what: str) -> None:
+    """Raise ImageConversionError ``too_large`` when ``what`` (an image of height x width) exceeds ``max_pixels``."""
+    if height * width > max_pixels:
         raise ImageConversionError(
-            "encoding", f"unsupported encoding '{msg.encoding}' (supported: {', '.join(CHANNELS)})"
-        )
+            "too_large", f"{what} is {width}x{height} = {height * width / 1e6:.1f} megapixels, above "
+            f"max_input_pixels = {max_pixels} ({max_pixels / 1e6:.1f} megapixels): lower the camera's resolution "
+            "or raise max_input_pixels")
+
+
+def _layout(msg: Image) -> tuple[Encoding, int, int]:
+    """The message's encoding and its (rows, row bytes), after checking encoding, size, step and data length."""
+    encoding = ENCODINGS.get(msg.encoding)
+    if encoding is None:
+        if msg.encoding in DEPTH_ENCODINGS:
+            raise ImageConversionError(
+                "encoding", f"'{msg.encoding}' is a depth image, not a camera image: subscribe the node to the "
+                "camera's colour or mono stream")
+        raise ImageConversionError(
+            "encoding", f"unsupported encoding '{msg.encoding}' (supported: {', '.join(ENCODINGS)})")
     height, width, step = msg.height, msg.width, msg.step
     if height == 0 or width == 0:
         raise ImageConversionError("size", f"zero-sized image ({width}x{height})")
-    row_bytes = width * channels
+    block_rows, block_columns = encoding.block
+    if height % block_rows or width % block_columns:
+        raise ImageConversionError(
+            "size", f"a {msg.encoding} image needs a width divisible by {block_columns} and a height divisible by "
+            f"{block_rows}, got {width}x{height}")
+    row_bytes = width * encoding.channels * encoding.bytes_per_channel
     if step < row_bytes:
         raise ImageConversionError(
             "step", f"step {step} is shorter than a row of {width} {msg.encoding} pixels ({row_bytes} bytes)")
-    if len(msg.data) != height * step:
+    rows = height + height // 2 if encoding.chroma_rows else height
+    if len(msg.data) != rows * step:
         raise ImageConversionError(
-            "length", f"data length {len(msg.data)} != height * step = {height} * {step} = {height * step}"
-        )
-    rows = np.frombuffer(msg.data, dtype=np.uint8).reshape(height, step)
-    return rows[:, :row_bytes].reshape(height, width, channels)
+            "length", f"data length {len(msg.data)} != height * step = {rows} * {step} = {rows * step}"
+            + (f" ({msg.encoding}: {height} luma + {height // 2} chroma rows)" if encoding.chroma_rows else ""))
+    return encoding, rows, row_bytes
 
 
-def compressed_to_array(msg: CompressedImage) -> np.ndarray:
-    """Decode a jpeg/png ``CompressedImage`` to (H, W, 3) bgr8 (grey and alpha images are converted to colour).
+def check_image(msg: Image, max_pixels: int) -> None:
+    """Cheap checks of an ``Image`` (no pixel is read): encoding, size limit, step, data length.
 
-    Raises ImageConversionError when the bytes are empty or do not decode.
+    Raises ImageConversionError with the reason.
+    """
+    _layout(msg)
+    check_pixels(msg.height, msg.width, max_pixels, f"a {msg.encoding} image")
+
+
+def image_to_array(msg: Image) -> np.ndarray:
+    """The image of an ``Image`` as (H, W, C) uint8 in ``decoded_encoding(msg.encoding)`` (C = 1 for mono8).
+
+    A view of the message's buffer (``step`` padding cut) for the pipeline encodings; a converted copy for the
+    others. Raises ImageConversionError for an unknown encoding, a zero size, a size that does not fit the
+    encoding's pixel pattern, a ``step`` shorter than a row or a ``data`` length other than ``rows * step``.
+    """
+    encoding, rows, row_bytes = _layout(msg)
+    samples = np.frombuffer(msg.data, dtype=np.uint8).reshape(rows, msg.step)[:, :row_bytes]
+    if encoding.bytes_per_channel == 2:
+        samples = samples[:, (0 if msg.is_bigendian else 1)::2]  # the high byte of every sample
+    if encoding.cv2_code is None:
+        return samples.reshape(msg.height, msg.width, encoding.channels)
+    shape = (rows, msg.width) if encoding.channels == 1 else (rows, msg.width, encoding.channels)
+    return cv2.cvtColor(np.ascontiguousarray(samples).reshape(shape), encoding.cv2_code)
+
+
+def decoded_encoding(encoding: str) -> str:
+    """The pipeline encoding ``image_to_array`` returns for a message in ``encoding`` (a key of ENCODINGS)."""
+    return ENCODINGS[encoding].decoded
+
+
+def to_bgr8(image: np.ndarray, encoding: str) -> np.ndarray:
+    """(H, W, 3) bgr8 copy of ``image`` (H, W, C) in a pipeline encoding (for drawing)."""
+    code = _TO_BGR8[encoding]
+    return image.copy() if code is None else cv2.cvtColor(image, code)
+
+
+def _describe_compressed(msg: CompressedImage) -> str:
+    return f"compressed image of {len(msg.data)} bytes (format '{msg.format}')"
+
+
+def compressed_size(msg: CompressedImage) -> tuple[int, int]:
+    """(height, width) that a compressed image's header declares, read without decoding the pixels.
+
+    Raises ImageConversionError when the bytes are empty or the header is not one of a known image format.
     """
     if len(msg.data) == 0:
         raise ImageConversionError("empty", f"empty compressed image (format '{msg.format}')")
-    image = cv2.imdecode(np.frombuffer(msg.data, dtype=np.uint8), cv2.IMREAD_COLOR)
-    if image is None or image.size == 0:
+    data = memoryview(msg.data)
+    try:
+        if bytes(data[:3]) == JPEG_SIGNATURE:
+            height, width, _, _ = simplejpeg.decode_jpeg_header(data)
+            return height, width
+        if bytes(data[:16]) == PNG_HEADER_START:  # the IHDR chunk comes first: width and height, 4 bytes each
+            return int.from_bytes(data[20:24], "big"), int.from_bytes(data[16:20], "big")
+        with warnings.catch_warnings():  # Pillow's bomb and broken-tag warnings: the node reports it its own way
+            warnings.simplefilter("ignore")
+            with PILImage.open(io.BytesIO(data)) as header:  # lazy: reads the header only
+                width, height = header.size
+        return height, width
+    except PILImage.DecompressionBombError as exc:
         raise ImageConversionError(
-            "decode", f"compressed image of {len(msg.data)} bytes (format '{msg.format}') does not decode as jpeg or png"
-        )
+            "too_large", f"{_describe_compressed(msg)} declares more pixels than any sane camera image: {exc}") from exc
+    except Exception as exc:  # a broken header: any error of the header readers means the same to the node
+        raise ImageConversionError(
+            "decode", f"{_describe_compressed(msg)} does not decode as jpeg or png: its header is unreadable "
+            f"({type(exc).__name__}: {exc})") from exc
+
+
+def check_compressed(msg: CompressedImage, max_pixels: int) -> None:
+    """Cheap checks of a ``CompressedImage`` (its header only): not empty, a readable header, the size limit.
+
+    Raises ImageConversionError with the reason.
+    """
+    height, width = compressed_size(msg)
+    if height <= 0 or width <= 0:
+        raise ImageConversionError("size", f"{_describe_compressed(msg)} declares a zero size ({width}x{height})")
+    check_pixels(height, width, max_pixels, _describe_compressed(msg))
+
+
+def compressed_to_array(msg: CompressedImage) -> np.ndarray:
+    """Decode a ``CompressedImage`` to (H, W, 3) bgr8 (grey and alpha images are converted to colour).
+
+    JPEG is decoded strictly: a corrupt or truncated scan (what libjpeg only warns about) is an error. Raises
+    ImageConversionError when the bytes are empty or do not decode cleanly. Call :func:`check_compressed` first:
+    this function decodes whatever size the header declares.
+    """
+    if len(msg.data) == 0:
+        raise ImageConversionError("empty", f"empty compressed image (format '{msg.format}')")
+    data = memoryview(msg.data)
+    try:
+        if bytes(data[:3]) == JPEG_SIGNATURE and simplejpeg.decode_jpeg_header(data)[2] in _SIMPLEJPEG_COLOURSPACES:
+            image = simplejpeg.decode_jpeg(data, colorspace="BGR", strict=True)
+        else:
+            image = cv2.imdecode(np.frombuffer(data, dtype=np.uint8), cv2.IMREAD_COLOR)
+    except (ValueError, cv2.error) as exc:
+        raise ImageConversionError(
+            "decode", f"{_describe_compressed(msg)} does not decode as jpeg or png: {str(exc).strip()}") from exc
+    if image is None or image.size == 0:
+        raise ImageConversionError("decode", f"{_describe_compressed(msg)} does not decode as jpeg or png")
     return image
 
 
@@ -86,7 +258,7 @@ def array_to_image(array: np.ndarray, header: Header, encoding: str) -> Image:
     if array.dtype != np.uint8:
         raise ValueError(f"array_to_image needs uint8, got {array.dtype}")
     channels = 1 if array.ndim == 2 else array.shape[2]
-    if CHANNELS.get(encoding) != channels:
+    if encoding not in PIPELINE_ENCODINGS or ENCODINGS[encoding].channels != channels:
         raise ValueError(f"encoding '{encoding}' does not match an array of shape {array.shape}")
     msg = Image()
     msg.header = header

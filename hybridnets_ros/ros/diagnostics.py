@@ -19,6 +19,12 @@ import numpy as np
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 
 LATENCY_WINDOW = 100  # frames kept for the percentiles: long enough for a stable p95, short enough to follow changes
+# Transport loss seen in the input stamps: the publisher's period is the 10th percentile of the recent steps between
+# consecutive stamps (robust to jitter and to most steps spanning lost frames); a step of k periods means k - 1 frames
+# never arrived. Warned once when more than this fraction is missing, after this many stamped frames.
+STAMP_WINDOW = 100
+LOSS_WARNING_FRACTION = 0.05
+LOSS_WARNING_MIN_FRAMES = 20
 
 
 def percentile(values: Iterable[float], q: float) -> float:
@@ -42,11 +48,45 @@ class CameraStats:
         self.overhead_ms: deque[float] = deque(maxlen=LATENCY_WINDOW)
         self.ros_ms: deque[float] = deque(maxlen=LATENCY_WINDOW)
         self._last_report = (time.monotonic(), 0, 0, 0)
+        self.received_stamped = 0
+        self.missed_by_stamps = 0
+        self._stamp_steps: deque[int] = deque(maxlen=STAMP_WINDOW)
+        self._last_stamp = 0
+        self._loss_warned = False
 
     def count(self, what: str, n: int = 1) -> None:
         """Add ``n`` to the counter ``what`` (received, dropped_replaced, dropped_stale, invalid, failed)."""
         with self._lock:
             setattr(self, what, getattr(self, what) + n)
+
+    def add_stamp(self, stamp_ns: int) -> bool:
+        """Record the stamp of a received frame (0 = unstamped: ignored) and count the frames its step from the
+        previous stamp implies were lost. True exactly once: when the loss first exceeds LOSS_WARNING_FRACTION."""
+        if stamp_ns <= 0:
+            return False
+        with self._lock:
+            step = stamp_ns - self._last_stamp
+            if self._last_stamp and step > 0:  # a stamp going back (a looping bag) starts a new sequence
+                self._stamp_steps.append(step)
+                period = float(np.percentile(np.fromiter(self._stamp_steps, np.float64), 10))
+                self.missed_by_stamps += max(round(step / period) - 1, 0)
+            self._last_stamp = stamp_ns
+            self.received_stamped += 1
+            total = self.received_stamped + self.missed_by_stamps
+            if (self._loss_warned or self.received_stamped < LOSS_WARNING_MIN_FRAMES
+                    or self.missed_by_stamps <= LOSS_WARNING_FRACTION * total):
+                return False
+            self._loss_warned = True
+            return True
+
+    def stamp_report(self) -> dict[str, float]:
+        """Stamped frames received, frames their stamps imply were lost, and the publisher's rate those stamps
+        imply (Hz; NaN before two stamps)."""
+        with self._lock:
+            period_ns = float(np.percentile(np.fromiter(self._stamp_steps, np.float64), 10)) if self._stamp_steps \
+                else float("nan")
+            return {"received_stamped": self.received_stamped, "missed_by_stamps": self.missed_by_stamps,
+                    "stamp_rate_hz": 1e9 / period_ns}
 
     def add_published(self, latency_ms: float, forward_ms: float, pipeline_ms: float) -> None:
         """A frame's outputs are out: its latency, its batch's forward time and whole pipeline call (ms)."""
@@ -57,7 +97,9 @@ class CameraStats:
             self.ros_ms.append(latency_ms - pipeline_ms)
 
     def report(self) -> dict[str, float]:
-        """Totals, rates since the previous report and latency percentiles (ms) as a flat dict."""
+        """Totals, rates since the previous report, transport loss seen in the stamps (``stamp_report``) and latency
+        percentiles (ms) as a flat dict."""
+        stamps = self.stamp_report()
         with self._lock:
             now = time.monotonic()
             then, received, published, invalid = self._last_report
@@ -74,6 +116,7 @@ class CameraStats:
                 "invalid": self.invalid,
                 "invalid_since_last_report": self.invalid - invalid,
                 "failed": self.failed,
+                **stamps,
                 "latency_p50_ms": percentile(self.latency_ms, 50),
                 "latency_p95_ms": percentile(self.latency_ms, 95),
                 "overhead_p50_ms": percentile(self.overhead_ms, 50),

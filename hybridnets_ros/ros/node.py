@@ -13,21 +13,24 @@ from __future__ import annotations
 import dataclasses
 import logging
 import re
+import signal
 import sys
 import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
-import cv2
 import numpy as np
 import rclpy
 from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor, SetParametersResult
 from rclpy.clock import Clock, ClockType
 from rclpy.executors import ExternalShutdownException
 from rclpy.lifecycle import LifecycleState, Node as LifecycleNode, TransitionCallbackReturn
+from rclpy.exceptions import InvalidTopicNameException
 from rclpy.parameter import Parameter
+from rclpy.signals import SignalHandlerOptions, install_signal_handlers
+from rclpy.validate_full_topic_name import validate_full_topic_name
 from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
 from diagnostic_msgs.msg import DiagnosticArray
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image
@@ -92,6 +95,9 @@ PARAMETERS = (
               value_range=(0, 10000), live=True),
     ParamSpec("max_input_age_ms", 0, "frames whose stamp is older than this (node clock) are dropped; 0 = no limit",
               value_range=(0, 3600000), live=True),
+    ParamSpec("max_input_pixels", 50_000_000, "images larger than this (width x height; for compressed images the "
+              "size their header declares, checked before decoding) are refused as invalid",
+              value_range=(1, 1_000_000_000), live=True),
     ParamSpec("publish_overlay", True, "offer C/overlay (drawn only while someone subscribes)"),
     ParamSpec("ground_frame", "base_footprint", "frame of the ground-plane outputs; its z = 0 plane is the road"),
     ParamSpec("ground.resolution", 0.1, "cell size (m) of C/drivable_area/grid", value_range=(0.01, 10.0)),
@@ -104,6 +110,7 @@ PARAMETERS = (
 PARAMETER_DEFAULTS = {p.name: p.default for p in PARAMETERS}
 THRESHOLD_PARAMETERS = ("score_threshold", "nms_iou_threshold", "max_detections", "pre_nms_top_k")
 CAMERA_TRANSPORT_CHOICES = ("", "raw", "compressed")
+LONGEST_CAMERA_TOPIC = "image_raw/compressed"  # of the topics under a camera's name, the one with the longest suffix
 
 
 def camera_transport_parameter(camera: str) -> str:
@@ -139,10 +146,18 @@ def _descriptor(spec: ParamSpec) -> ParameterDescriptor:
 
 
 def validate_parameter(name: str, value: Any) -> str | None:
-    """Why ``value`` is not acceptable for parameter ``name`` (None when it is). Ranges are checked by rclpy."""
+    """Why ``value`` is not acceptable for parameter ``name`` (None when it is).
+
+    Ranges are checked here exactly, because rclpy's own range check lets floats through up to 1e-6 beyond the
+    bounds (a score_threshold of 1.0000005 would then fail every batch in the pipeline).
+    """
     spec = next((p for p in PARAMETERS if p.name == name), None)
     if spec is not None and spec.choices and value not in spec.choices:
         return f"{name} must be one of {', '.join(spec.choices)}, got '{value}'"
+    if spec is not None and spec.value_range is not None and isinstance(value, (int, float)):
+        low, high = spec.value_range
+        if not low <= value <= high:
+            return f"{name} must be in [{low}, {high}], got {value}"
     if name == "device" and not DEVICE_PATTERN.fullmatch(value):
         return f"device must be auto, cpu, cuda or cuda:N, got '{value}'"
     if name == "cameras":
@@ -172,9 +187,6 @@ class CameraOutputs:
     lane: Any | None
     overlay: Any | None
 
-    def all(self) -> list[Any]:
-        return [p for p in (self.detections, self.segmentation, self.drivable, self.lane, self.overlay) if p]
-
 
 class HybridNetsNode(LifecycleNode):
     """Lifecycle node: configure loads the model, activate subscribes and starts the inference thread."""
@@ -187,6 +199,7 @@ class HybridNetsNode(LifecycleNode):
         self._input_qos = INPUT_QOS["sensor_data"]
         self._outputs: dict[str, CameraOutputs] = {}
         self._label_info_pub: Any = None
+        self._lifecycle_publishers: list[Any] = []  # every one _create_publishers made, for _destroy_publishers
         self._diagnostics_pub: Any = None
         self._drivable_id: int | None = None
         self._lane_id: int | None = None
@@ -226,9 +239,22 @@ class HybridNetsNode(LifecycleNode):
     def _validate_parameters(self, params: list[Parameter]) -> SetParametersResult:
         for param in params:
             reason = validate_parameter(param.name, param.value)
+            if reason is None and param.name == "cameras":
+                reason = self._camera_topics_problem(param.value)
             if reason is not None:
                 return SetParametersResult(successful=False, reason=reason)
         return SetParametersResult(successful=True)
+
+    def _camera_topics_problem(self, cameras: Sequence[str]) -> str | None:
+        """Why a camera's topics could not be created in this node's namespace (too long), or None."""
+        for camera in cameras:
+            try:
+                validate_full_topic_name(self.resolve_topic_name(f"{camera}/{LONGEST_CAMERA_TOPIC}"))
+            except (InvalidTopicNameException, RuntimeError) as exc:  # RuntimeError: rcl's RCLError from resolving
+                shown = camera if len(camera) <= 40 else f"{camera[:37]}... ({len(camera)} characters)"
+                reason = re.sub(r",? at \S+:\d+", "", str(exc).splitlines()[0])  # rcl appends its source location
+                return f"camera '{shown}' gives an invalid topic name: {reason}"
+        return None
 
     def _apply_parameters(self, params: list[Parameter]) -> None:
         changed = {p.name: p.value for p in params if p.name in self._live}
@@ -249,12 +275,23 @@ class HybridNetsNode(LifecycleNode):
 
     def on_configure(self, state: LifecycleState) -> TransitionCallbackReturn:
         try:
-            self._pipeline = self._load_pipeline()
+            self._configure()
         except Exception as exc:  # every failure becomes one clear log line and a FAILURE, never a traceback
-            self.get_logger().error(f"configure failed: {_describe(exc)}")
-            _log.debug("configure failure", exc_info=True)
-            self._pipeline = None
+            # Whatever was made so far goes, so the node is as unconfigured as before and a later configure starts
+            # clean (one publisher per topic, no model held).
+            self._destroy_publishers()
+            self._release_model()
+            if not self.context.ok():  # shut down while configuring: not a fault (and rosout is gone)
+                _log.info("configure interrupted by shutdown")
+            else:
+                self.get_logger().error(f"configure failed: {_describe(exc)}; released what it had set up")
+                _log.debug("configure failure", exc_info=True)
             return TransitionCallbackReturn.FAILURE
+        return super().on_configure(state)
+
+    def _configure(self) -> None:
+        """Load the model and create the publishers; raises on any failure (the caller releases what was made)."""
+        self._pipeline = self._load_pipeline()
         cameras = list(self.get_parameter("cameras").value)
         self._declare_camera_parameters(cameras)
         default_transport = self.get_parameter("transport").value
@@ -268,7 +305,6 @@ class HybridNetsNode(LifecycleNode):
             f"{self._model_info.device}/{self._model_info.precision}/{self._model_info.backend}; cameras "
             + ", ".join(f"{c} ({t})" for c, t in self._cameras)
         )
-        return super().on_configure(state)
 
     def on_activate(self, state: LifecycleState) -> TransitionCallbackReturn:
         result = super().on_activate(state)  # enables the lifecycle publishers
@@ -323,6 +359,11 @@ class HybridNetsNode(LifecycleNode):
         from hybridnets_ros.inference.postprocess import PostprocessConfig
 
         weights = self.get_parameter("weights").value or None
+        if weights is not None and Path(weights).expanduser().is_dir():
+            raise ConfigureError(
+                f"weights '{weights}' is a directory: set the parameter 'weights' to a checkpoint file inside it "
+                "(.pt, e.g. hybridnets.pth), or leave it empty for the bundled model"
+            )
         if weights is not None and not Path(weights).expanduser().is_file():
             raise ConfigureError(
                 f"weights file '{weights}' does not exist: set the parameter 'weights' to a HybridNets checkpoint "
@@ -365,7 +406,11 @@ class HybridNetsNode(LifecycleNode):
         pipeline([np.zeros((height, width, 3), np.uint8)] * batch_size, "bgr8")
 
     def _create_publishers(self, publish_overlay: bool) -> None:
-        pub = self.create_lifecycle_publisher
+        def pub(msg_type: type, topic: str, qos: QoSProfile) -> Any:
+            publisher = self.create_lifecycle_publisher(msg_type, topic, qos)
+            self._lifecycle_publishers.append(publisher)  # recorded at once: a failure half-way leaves no orphan
+            return publisher
+
         for camera, _ in self._cameras:
             self._outputs[camera] = CameraOutputs(
                 detections=pub(Detection2DArray, f"{camera}/detections", OUTPUT_QOS),
@@ -384,13 +429,11 @@ class HybridNetsNode(LifecycleNode):
         if self._ground is not None:
             self._ground.close()
             self._ground = None
-        for outputs in self._outputs.values():
-            for publisher in outputs.all():
-                self.destroy_lifecycle_publisher(publisher)
+        for publisher in self._lifecycle_publishers:
+            self.destroy_lifecycle_publisher(publisher)
+        self._lifecycle_publishers = []
         self._outputs = {}
-        if self._label_info_pub is not None:
-            self.destroy_lifecycle_publisher(self._label_info_pub)
-            self._label_info_pub = None
+        self._label_info_pub = None
         if self._diagnostics_pub is not None:
             self.destroy_publisher(self._diagnostics_pub)
             self._diagnostics_pub = None
@@ -435,30 +478,68 @@ class HybridNetsNode(LifecycleNode):
     # ---- input ------------------------------------------------------------------------------------------------
 
     def _on_image(self, camera: str, msg: Image) -> None:
-        self._accept(camera, msg.header, lambda: (conversions.image_to_array(msg), msg.encoding))
+        self._accept(camera, msg.header, lambda: conversions.check_image(msg, self._live["max_input_pixels"]),
+                     lambda: (conversions.image_to_array(msg), conversions.decoded_encoding(msg.encoding)))
 
     def _on_compressed(self, camera: str, msg: CompressedImage) -> None:
-        self._accept(camera, msg.header, lambda: (conversions.compressed_to_array(msg), "bgr8"))
+        self._accept(camera, msg.header, lambda: conversions.check_compressed(msg, self._live["max_input_pixels"]),
+                     lambda: (conversions.compressed_to_array(msg), "bgr8"))
 
     def _on_camera_info(self, camera: str, msg: CameraInfo) -> None:
         """Kept for the ground outputs (the image's intrinsics) and the diagnostics (image size it describes)."""
         self._camera_info[camera] = msg
 
-    def _accept(self, camera: str, header: Header, convert: Any) -> None:
+    def _accept(self, camera: str, header: Header, check: Callable[[], None],
+                decode: Callable[[], tuple[np.ndarray, str]]) -> None:
+        """Executor thread: count the frame, run the cheap ``check`` (header and size only) and hand the frame
+        to the inference side, which runs ``decode`` (see ``_decode_frames``)."""
         stats = self._camera_stats[camera]
         stats.count("received")
+        if stats.add_stamp(stamp_ns(header)):
+            self._warn_transport_loss(camera)
         try:
-            image, encoding = convert()
+            check()
         except conversions.ImageConversionError as exc:
-            stats.count("invalid")
-            held_back = self._warnings.allow(f"{camera}/{exc.kind}")
-            if held_back is not None:
-                more = f" ({held_back} more since the last warning)" if held_back else ""
-                self.get_logger().warning(f"camera '{camera}': skipped an invalid image: {exc}{more}")
+            self._skip_invalid(camera, exc)
             return
-        replaced = self._buffer.put(Frame(camera, image, encoding, header, stamp_ns(header)))
+        replaced = self._buffer.put(Frame(camera, None, "", header, stamp_ns(header), decode=decode))
         if replaced is not None:
             stats.count("dropped_replaced")
+
+    def _skip_invalid(self, camera: str, exc: conversions.ImageConversionError) -> None:
+        """Count an invalid frame and warn (at most once per camera, kind and BAD_INPUT_WARNING_PERIOD_S)."""
+        self._camera_stats[camera].count("invalid")
+        held_back = self._warnings.allow(f"{camera}/{exc.kind}")
+        if held_back is not None:
+            more = f" ({held_back} more since the last warning)" if held_back else ""
+            self.get_logger().warning(f"camera '{camera}': skipped an invalid image: {exc}{more}")
+
+    def _warn_transport_loss(self, camera: str) -> None:
+        report = self._camera_stats[camera].stamp_report()
+        self.get_logger().warning(
+            f"camera '{camera}': the input stamps imply that {report['missed_by_stamps']} of "
+            f"{report['missed_by_stamps'] + report['received_stamped']} frames never reached the node (lost in the "
+            "transport, below the node; counted in /diagnostics as missed_by_stamps). For large images use the "
+            "shared-memory Fast DDS profile (FASTDDS_DEFAULT_PROFILES_FILE=<share>/config/fastdds_shm.xml in every "
+            "process of the pipeline) or input_qos:=reliable with a reliable publisher. Warned once per camera.")
+
+    def _decode_frames(self, frames: list[Frame]) -> list[Frame]:
+        """Decode and convert the pixels of ``frames`` (lazily decoded by the subscription callbacks); the ones
+        that fail are counted invalid and warned about (naming the camera, rate-limited) and left out.
+
+        Runs on the inference side, never on the executor thread, so a slow decode holds up no callback or
+        service. Whoever runs the pipeline calls this first on every batch (today ``_infer``; with overlapped
+        stages, the preprocessing stage): it returns the frames with ``image`` set, in order.
+        """
+        good = []
+        for frame in frames:
+            try:
+                good.append(frame.decoded())
+            except conversions.ImageConversionError as exc:
+                self._skip_invalid(frame.camera, exc)
+            except Exception as exc:  # any other decoder failure is bad input too, never the end of the thread
+                self._skip_invalid(frame.camera, conversions.ImageConversionError("decode", _describe(exc)))
+        return good
 
     # ---- inference thread -------------------------------------------------------------------------------------
 
@@ -466,16 +547,16 @@ class HybridNetsNode(LifecycleNode):
         while not buffer.closed:
             batch = buffer.next_batch(
                 max_wait_s=self._live["max_batch_wait_ms"] / 1000.0,
-                max_age_ns=self._live["max_input_age_ms"] * 1_000_000,
+                max_age_ns=lambda: self._live["max_input_age_ms"] * 1_000_000,  # read as frames are taken
                 now_ns=lambda: self.get_clock().now().nanoseconds,
             )
             for frame in batch.stale:
                 self._camera_stats[frame.camera].count("dropped_stale")
-                self._warn_stale(frame)
+                self._warn_stale(frame, batch.max_age_ns)
             if batch.frames:
                 self._infer(batch.frames, buffer)
 
-    def _warn_stale(self, frame: Frame) -> None:
+    def _warn_stale(self, frame: Frame, max_age_ns: int) -> None:
         held_back = self._warnings.allow(f"{frame.camera}/stale")
         if held_back is None:
             return
@@ -483,10 +564,13 @@ class HybridNetsNode(LifecycleNode):
         more = f" ({held_back} more since the last warning)" if held_back else ""
         self.get_logger().warning(
             f"camera '{frame.camera}': dropped a frame {age_ms:.0f} ms old (max_input_age_ms "
-            f"{self._live['max_input_age_ms']}){more}; check the camera's clock, or for a bag play it with --clock "
+            f"{max_age_ns // 1_000_000}){more}; check the camera's clock, or for a bag play it with --clock "
             f"and set use_sim_time")
 
     def _infer(self, frames: list[Frame], buffer: FrameBuffer) -> None:
+        frames = self._decode_frames(frames)
+        if not frames:
+            return
         try:
             results = self._pipeline([f.image for f in frames], [f.encoding for f in frames])
         except Exception as exc:  # a bad batch must not end the thread: report it and carry on with the next
@@ -532,7 +616,7 @@ class HybridNetsNode(LifecycleNode):
     def _overlay(self, frame: Frame, result: Any) -> np.ndarray:
         from hybridnets_ros.inference.visualize import draw_overlay  # loaded with the pipeline by now: no cost
 
-        return draw_overlay(_to_bgr(frame.image, frame.encoding), result, self._pipeline.class_names,
+        return draw_overlay(conversions.to_bgr8(frame.image, frame.encoding), result, self._pipeline.class_names,
                             self._pipeline.seg_names)
 
     # ---- latched and periodic outputs -------------------------------------------------------------------------
@@ -555,14 +639,6 @@ class HybridNetsNode(LifecycleNode):
         self._diagnostics_pub.publish(diagnostics.diagnostic_array(self.get_clock().now().to_msg(), statuses))
 
 
-def _to_bgr(image: np.ndarray, encoding: str) -> np.ndarray:
-    """(H, W, 3) bgr8 copy of an image in any supported encoding (for drawing)."""
-    conversion = {
-        "rgb8": cv2.COLOR_RGB2BGR, "rgba8": cv2.COLOR_RGBA2BGR, "bgra8": cv2.COLOR_BGRA2BGR, "mono8": cv2.COLOR_GRAY2BGR,
-    }.get(encoding)
-    return image.copy() if conversion is None else cv2.cvtColor(image, conversion)
-
-
 def _describe(exc: BaseException) -> str:
     """One line: the exception's kind and its message (our own errors already name the file, problem and remedy)."""
     if isinstance(exc, ConfigureError):
@@ -570,10 +646,26 @@ def _describe(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {exc}"
 
 
+def _ignore_exit_signals() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+
+
 def main(args: Sequence[str] | None = None) -> int:
     """Entry point of ``hybridnets_node``; returns the process exit code."""
     logging.basicConfig(level=logging.INFO, format="[%(levelname)s] [%(name)s]: %(message)s")  # the library's logs
-    rclpy.init(args=args)
+    try:
+        # Until the node is up, a signal is a KeyboardInterrupt wherever the main thread is (a configure is then
+        # abandoned with the context intact, so the clean-up below is quiet); rclpy's handlers, which also wake
+        # the executor, take over for spinning.
+        rclpy.init(args=args, signal_handler_options=SignalHandlerOptions.NO)
+    except RuntimeError as exc:  # rcl's argument errors, e.g. a --params-file that does not exist
+        reason = re.sub(r",? at \S+:\d+", "", str(exc))  # rcl appends its source locations
+        print(f"[ERROR] [{NODE_NAME}]: cannot start: {reason} (check the --ros-args; a --params-file must name an "
+              "existing YAML file)", file=sys.stderr)
+        return 2
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
     node = None
     try:
         try:
@@ -581,14 +673,24 @@ def main(args: Sequence[str] | None = None) -> int:
         except Exception as exc:  # a bad parameter file or override
             rclpy.logging.get_logger(NODE_NAME).error(f"cannot start: {_describe(exc)}")
             return 2
-        if node.get_parameter("autostart").value and not node.autostart():
-            node.get_logger().error("autostart failed: exiting (start with -p autostart:=false to keep the node "
-                                    "alive for the lifecycle services)")
-            return 1
+        if node.get_parameter("autostart").value:
+            started = node.autostart()
+            if not rclpy.ok():  # SIGTERM or Ctrl-C during start-up: a requested exit, not a failure
+                return 0
+            if not started:
+                node.get_logger().error("autostart failed: exiting (start with -p autostart:=false to keep the "
+                                        "node alive for the lifecycle services)")
+                return 1
+        install_signal_handlers(SignalHandlerOptions.ALL)
         rclpy.spin(node)
     except (KeyboardInterrupt, ExternalShutdownException):
         pass
+    except Exception:
+        if rclpy.ok():
+            raise
+        # the context was shut down (a signal) in the middle of a transition: a requested exit
     finally:
+        _ignore_exit_signals()  # a second Ctrl-C or a SIGTERM must not interrupt the clean-up half-way
         if node is not None:
             node.stop()
             node.destroy_node()
