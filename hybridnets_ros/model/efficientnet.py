@@ -178,14 +178,25 @@ class EfficientNetEncoder(nn.Module):
         self.stage_ends = UPSTREAM_STAGE_ENDS.get(name, stage_ends(specs))
         self.out_channels = tuple(specs[end - 1].out_channels for end in self.stage_ends)
 
-    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-        x = swish(self._bn0(self._conv_stem(x)))
-        features = []
+    def stem(self, x: torch.Tensor) -> torch.Tensor:
+        """(B,3,H,W) -> (B,stem,H/2,W/2)."""
+        return swish(self._bn0(self._conv_stem(x)))
+
+    def run_blocks(self, x: torch.Tensor, start: int, end: int) -> torch.Tensor:
+        """Blocks ``start`` to ``end - 1`` applied to ``x`` (training splits the encoder at these calls)."""
         num_blocks = len(self._blocks)
-        for i, block in enumerate(self._blocks):
+        for i in range(start, end):
             # Stochastic depth grows linearly with the block index, as upstream.
-            x = block(x, self.params.drop_connect_rate * i / num_blocks)
-            if i + 1 in self.stage_ends:
-                features.append(x)
+            x = self._blocks[i](x, self.params.drop_connect_rate * i / num_blocks)
+        return x
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        x = self.stem(x)
+        features = []
+        start = 0
+        for end in self.stage_ends:
+            x = self.run_blocks(x, start, end)
+            features.append(x)
+            start = end
         p2, p3, p4, p5 = features
         return p2, p3, p4, p5

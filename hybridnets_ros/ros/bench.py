@@ -208,16 +208,16 @@ class NodeProbe:
     def subscribe_label_info(self) -> None:
         self._subscribe(LabelInfo, "label_info", LABEL_INFO_QOS)
 
-    def subscribe(self, msg_type: type, topic: str, qos: QoSProfile = OUTPUT_QOS) -> None:
-        """Also record ``topic`` (an output the constructor does not subscribe to); ``wait_matched`` then waits for
-        its publisher too."""
-        self._subscribe(msg_type, topic, qos)
-
     def _subscribe(self, msg_type: type, topic: str, qos: QoSProfile) -> None:
         def store(msg: Any, topic: str = topic) -> None:
             with self._cond:
                 self.received.setdefault(topic, []).append((time.monotonic(), msg))
                 self._cond.notify_all()
+
+    def subscribe(self, msg_type: type, topic: str, qos: QoSProfile = OUTPUT_QOS) -> None:
+        """Also record ``topic`` (an output the constructor does not subscribe to); ``wait_matched`` then waits for
+        its publisher too."""
+        self._subscribe(msg_type, topic, qos)
 
         self.subscriptions.append(self.node.create_subscription(msg_type, topic, store, qos))
 

@@ -26,6 +26,7 @@ import logging
 import math
 import multiprocessing
 import sys
+import time
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any, Callable, Iterator, Sequence
@@ -50,7 +51,9 @@ from hybridnets_ros.model.anchors import generate_anchors
 from hybridnets_ros.model.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from hybridnets_ros.model.config import ModelConfig, load_model_config
 from hybridnets_ros.model.hybridnets import HybridNets
-from hybridnets_ros.training import distributed
+from hybridnets_ros.training import distributed, infopro
+from hybridnets_ros.training import grad_compression as compression
+from hybridnets_ros.training.checkpointing import enable_activation_checkpointing
 from hybridnets_ros.training.dataset import Batch, BddDataset, LabelError, collate, describe
 from hybridnets_ros.training.evaluate import evaluate_model, normalise_images
 from hybridnets_ros.training.losses import HybridNetsLoss, LossTerms
@@ -102,6 +105,12 @@ class TrainOptions:
     log_images: int = 4
     precise_bn: int = 0
     save_every: int = 1
+    grad_compression: str = "none"
+    ternary_clip: float = compression.DEFAULT_CLIP_SIGMAS
+    powersgd_rank: int = 2
+    powersgd_start: int = 10
+    activation_checkpointing: bool = False
+    local_modules: int = 0
 
     def validate(self) -> None:
         if self.optimizer not in ("adamw", "sgd"):
@@ -117,6 +126,15 @@ class TrainOptions:
                              "be negative")
         if self.save_every < 1:
             raise ValueError("--save-every must be >= 1")
+        if self.grad_compression not in compression.COMPRESSIONS:
+            raise ValueError(f"--grad-compression must be one of {', '.join(compression.COMPRESSIONS)}, "
+                             f"got {self.grad_compression!r}")
+        if not self.ternary_clip > 0 or self.powersgd_rank < 1 or self.powersgd_start < 2:
+            raise ValueError("--ternary-clip must be > 0, --powersgd-rank >= 1 and --powersgd-start >= 2 (PowerSGD's "
+                             "error feedback needs at least two uncompressed steps)")
+        if self.local_modules and self.local_modules not in infopro.LOCAL_MODULE_COUNTS:
+            raise ValueError(f"--local-modules must be 0 (end-to-end) or one of {infopro.LOCAL_MODULE_COUNTS}, "
+                             f"got {self.local_modules}")
         if self.resume and self.weights is None and not (Path(self.output) / "last.pt").is_file():
             raise ValueError(f"--resume without --weights continues {Path(self.output) / 'last.pt'}, which is missing")
 
@@ -207,15 +225,33 @@ class Trainer:
         self.model = model.to(self.device)
         if options.channels_last:
             self.model = self.model.to(memory_format=torch.channels_last)
+        if options.activation_checkpointing:
+            segments = enable_activation_checkpointing(self.model)
+            logger.info("activation checkpointing: %d segments recomputed during backward", segments)
         self.trainable = [p for p in self.model.parameters() if p.requires_grad]
         if not self.trainable:
             raise ValueError("every parameter is frozen: nothing to train")
+        self.local_modules: list[infopro.LocalModule] = []
+        self.aux_heads: nn.ModuleList | None = None
+        if options.local_modules:
+            self._build_local_modules()
         self.net: nn.Module = self.model
+        self.comm_stats: compression.CommStats | None = None
+        self.dense_comm_bytes = 0
         if self.context.is_distributed:
             # The encoder's _conv_head/_bn1 exist only for upstream key compatibility and never run, hence
             # find_unused_parameters.
             device_ids = [self.device.index] if self.device.type == "cuda" else None
             self.net = DistributedDataParallel(self.model, device_ids=device_ids, find_unused_parameters=True)
+            self.comm_stats = compression.register_compression(
+                self.net, options.grad_compression, rank=self.context.rank, seed=options.seed,
+                clip_sigmas=options.ternary_clip, powersgd_rank=options.powersgd_rank,
+                powersgd_start=options.powersgd_start)
+            self.dense_comm_bytes = compression.dense_bytes_per_step(self.trainable)
+        elif options.grad_compression != "none":
+            logger.warning("--grad-compression %s has no effect in a single process (nothing is exchanged)",
+                           options.grad_compression)
+        self.last_step_stats: dict[str, float] = {}
 
         self.loss = HybridNetsLoss(self.config.seg_mode, compute_det=not options.freeze_det,
                                    compute_seg=not options.freeze_seg)
@@ -238,7 +274,8 @@ class Trainer:
         self.steps_per_epoch = len(self.train_loader)
         total = options.epochs * self.steps_per_epoch
         self.total_steps = min(total, options.max_steps) if options.max_steps else total
-        self.optimizer = build_optimizer(self.trainable, options)
+        optimized = self.trainable + (list(self.aux_heads.parameters()) if self.aux_heads is not None else [])
+        self.optimizer = build_optimizer(optimized, options)
         self.scheduler = build_scheduler(self.optimizer, options, self.total_steps)
         self.start_epoch = 0
         self.global_step = 0
@@ -272,13 +309,29 @@ class Trainer:
         resume_state = read_training_state(resume_path) if resume_path is not None else None
         return config, model, resume_state
 
+    def _build_local_modules(self) -> None:
+        """InfoPro: the network cut into --local-modules gradient-isolated modules, auxiliary heads for all but the
+        last (one process only: DDP reduces gradients once per backward, these modules run one backward each)."""
+        if self.context.is_distributed:
+            raise ValueError("--local-modules trains in one process; run it without torchrun (or drop the option)")
+        self.local_modules = infopro.split_modules(self.model, self.options.local_modules)
+        self.aux_heads = infopro.build_auxiliary_heads(self.model, self.local_modules, self.config).to(self.device)
+        logger.info("InfoPro: %d local modules, auxiliary heads with %d parameters", len(self.local_modules),
+                    sum(p.numel() for p in self.aux_heads.parameters()))
+
     def _resume_path(self) -> Path | None:
         if not self.options.resume:
             return None
         return Path(self.options.weights) if self.options.weights else self.output / "last.pt"
 
     def _restore(self, state: dict[str, Any], path: Path) -> None:
-        """Optimizer, scheduler, scaler and counters from a ``last.pt`` written by this trainer."""
+        """Optimizer, scheduler, scaler, auxiliary heads and counters from a ``last.pt`` written by this trainer."""
+        saved_modules = int(state.get("train_options", {}).get("local_modules", 0))
+        if saved_modules != self.options.local_modules:
+            raise ValueError(f"'{path}' was trained with --local-modules {saved_modules}; resume it with the same "
+                             "value (or start a new run from it with --weights and without --resume)")
+        if self.aux_heads is not None:
+            self.aux_heads.load_state_dict(state["local_heads"])
         self.optimizer.load_state_dict(state["optimizer"])
         if self.scheduler is not None and state.get("scheduler") is not None:
             self.scheduler.load_state_dict(state["scheduler"])
@@ -303,27 +356,69 @@ class Trainer:
         )
 
     # ---------------------------------------------------------------------------------------------- training
-    def compute_losses(self, batch: Batch) -> LossTerms:
-        """Forward one batch and its loss terms (frozen heads' terms are None)."""
+    def network_input(self, batch: Batch) -> torch.Tensor:
+        """The batch's images normalised, on the device, in the configured memory format."""
         images = normalise_images(batch.images, self.config, self.device)
         if self.options.channels_last:
             images = images.contiguous(memory_format=torch.channels_last)
-        with torch.autocast(self.device.type, dtype=self.amp_dtype, enabled=self.options.amp):
-            out = self.net(images)
+        return images
+
+    def autocast(self) -> torch.autocast:
+        return torch.autocast(self.device.type, dtype=self.amp_dtype, enabled=self.options.amp)
+
+    def compute_losses(self, batch: Batch) -> LossTerms:
+        """Forward one batch and its loss terms (frozen heads' terms are None)."""
+        with self.autocast():
+            out = self.net(self.network_input(batch))
         # The losses run in float32 outside autocast: focal logs and Tversky sums are precision-sensitive.
         return self.loss(out.regression, out.classification, out.segmentation, self.anchors,
                          batch.annotations.to(self.device), batch.seg.to(self.device))
 
-    def train_step(self, batch: Batch) -> dict[str, float]:
-        """One optimizer step; returns the loss terms and the total as floats."""
-        terms = self.compute_losses(batch)
-        loss = terms.total()
+    def local_backward(self, batch: Batch) -> tuple[LossTerms, dict[str, float]]:
+        """InfoPro: each module but the last forwards and backpropagates its local loss before the next one runs
+        (so one module's activations are alive at a time); returns the last module's task loss terms, not yet
+        backpropagated, and the local losses as ``local1``, ``local2``, ..."""
+        images = self.network_input(batch)
+        annotations = batch.annotations.to(self.device)
+        targets = infopro.local_targets(images, annotations, batch.seg.to(self.device), self.config)
+        modules = infopro.run_modules(self.local_modules, images)
+        local = {}
+        for index, head in enumerate(self.aux_heads):
+            with self.autocast():
+                _, produced = next(modules)
+                prediction = head(produced, targets[0].shape[-2:])
+            loss = infopro.local_loss(prediction, targets)
+            self._check_finite(loss, {"local": float(loss.detach())}, batch)
+            self.scaler.scale(loss).backward()
+            local[f"local{index + 1}"] = float(loss.detach())
+        with self.autocast():
+            _, out = next(modules)
+        terms = self.loss(out["regression"], out["classification"], out["segmentation"], self.anchors, annotations,
+                          batch.seg.to(self.device))
+        return terms, local
+
+    def _check_finite(self, loss: torch.Tensor, values: dict[str, float], batch: Batch) -> None:
         if not torch.isfinite(loss):
             raise FloatingPointError(
-                f"non-finite loss {terms.as_floats()} at step {self.global_step} ({batch.paths}); "
+                f"non-finite loss {values} at step {self.global_step} ({batch.paths}); "
                 "lower --lr, set --grad-clip, or check these images' labels"
             )
+
+    def train_step(self, batch: Batch) -> dict[str, float]:
+        """One optimizer step; returns the loss terms, the total and (InfoPro) the local losses as floats.
+
+        Also sets ``last_step_stats``: ``step_seconds`` and, in distributed runs, ``comm_bytes`` (gradient bytes this
+        rank sent).
+        """
+        started = time.perf_counter()
         self.optimizer.zero_grad(set_to_none=True)
+        local: dict[str, float] = {}
+        if self.local_modules:
+            terms, local = self.local_backward(batch)
+        else:
+            terms = self.compute_losses(batch)
+        loss = terms.total()
+        self._check_finite(loss, terms.as_floats(), batch)
         self.scaler.scale(loss).backward()
         if self.options.grad_clip:
             self.scaler.unscale_(self.optimizer)
@@ -333,7 +428,11 @@ class Trainer:
         if isinstance(self.scheduler, torch.optim.lr_scheduler.LambdaLR):
             self.scheduler.step()
         self.global_step += 1
-        return {**terms.as_floats(), "total": float(loss.detach())}
+        self.last_step_stats = {"step_seconds": time.perf_counter() - started}
+        if self.context.is_distributed:
+            sent = self.comm_stats.take() if self.comm_stats is not None else self.dense_comm_bytes
+            self.last_step_stats["comm_bytes"] = float(sent)
+        return {**terms.as_floats(), "total": float(loss.detach()), **local}
 
     def batches(self, epoch: int) -> Iterator[Batch]:
         self.sampler.set_epoch(epoch)
@@ -354,6 +453,8 @@ class Trainer:
                 for name, value in values.items():
                     self.writer.add_scalar(f"train/{name}", value, self.global_step)
                 self.writer.add_scalar("train/lr", self.optimizer.param_groups[0]["lr"], self.global_step)
+                for name, value in self.last_step_stats.items():
+                    self.writer.add_scalar(f"train/{name}", value, self.global_step)
             progress.set_postfix({k: f"{v:.3f}" for k, v in values.items()})
             if self.options.max_steps and self.global_step >= self.options.max_steps:
                 reached = True
@@ -392,6 +493,7 @@ class Trainer:
             "scaler": self.scaler.state_dict() if self.scaler.is_enabled() else None,
             "metrics": metrics or {},
             "train_options": {k: v for k, v in asdict(self.options).items() if v is not None},
+            "local_heads": self.aux_heads.state_dict() if self.aux_heads is not None else None,
         }
 
     def fit(self) -> dict[str, Any]:
@@ -565,6 +667,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--save-every", type=int, default=1, help="write last.pt every N epochs (and always at the end)")
     p.add_argument("--precise-bn", type=int, default=0,
                    help="before each validation, re-estimate BatchNorm statistics over N training batches (0: off)")
+    scale = p.add_argument_group("training at scale (see the README's training section)")
+    scale.add_argument("--grad-compression", choices=compression.COMPRESSIONS, default="none",
+                       help="DDP gradient exchange: fp32 all-reduce, TernGrad 2-bit all-gather, or torch's PowerSGD")
+    scale.add_argument("--ternary-clip", type=float, default=compression.DEFAULT_CLIP_SIGMAS,
+                       help="ternary: clip each gradient tensor at this many standard deviations")
+    scale.add_argument("--powersgd-rank", type=int, default=2, help="powersgd: rank of the low-rank approximation")
+    scale.add_argument("--powersgd-start", type=int, default=10,
+                       help="powersgd: plain fp32 all-reduce for this many steps first (>= 2)")
+    scale.add_argument("--activation-checkpointing", action="store_true",
+                       help="recompute encoder stages and BiFPN cells during backward instead of storing them")
+    scale.add_argument("--local-modules", type=int, default=0,
+                       help="InfoPro local learning: 2 or 4 gradient-isolated modules with auxiliary heads "
+                            "(one process; 0: end-to-end)")
     return p
 
 
