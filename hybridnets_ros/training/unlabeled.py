@@ -18,6 +18,7 @@ converter, ``ros/conversions.py``, works on rclpy messages).
 """
 from __future__ import annotations
 
+import argparse
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -326,3 +327,22 @@ class UnlabeledStream:
                     f"{', '.join(map(str, self.sources))}: only {produced} frames per pass, fewer than the batch size "
                     f"{batch_size}; lower --every/--min-gap or the batch size")
             pass_index, consumed = pass_index + 1, 0
+
+
+def add_unlabeled_arguments(parser: argparse.ArgumentParser, required: bool) -> None:
+    """``--unlabeled``, ``--topic``, ``--every``, ``--min-gap``: the unlabeled-source options of every CLI."""
+    group = parser.add_argument_group("unlabeled frames")
+    group.add_argument("--unlabeled", nargs="+", required=required, metavar="SRC",
+                       help="image folders, videos or rosbag2 recordings (folder with metadata.yaml, .db3, .mcap), "
+                            "read in this order")
+    group.add_argument("--topic", help="image topic of the bags (sensor_msgs/Image or CompressedImage); "
+                                       "default: the bag's only image topic")
+    group.add_argument("--every", type=int, default=1, help="keep every N-th frame of each source")
+    group.add_argument("--min-gap", type=float, default=0.0,
+                       help="keep frames at least this many seconds of recording time apart (bags, videos)")
+
+
+def stream_from_options(options: Any, input_hw: tuple[int, int]) -> UnlabeledStream:
+    """The stream that options with ``unlabeled``, ``topic``, ``every``, ``min_gap`` and ``seed`` describe."""
+    return UnlabeledStream(options.unlabeled, input_hw, topic=options.topic,
+                           subsample=Subsample(options.every, options.min_gap), seed=options.seed)
