@@ -37,7 +37,7 @@ from hybridnets_ros.ros.launch_checks import (
 PACKAGE = "hybridnets_ros"
 CAMERA = "camera"  # the node's default camera (parameter `cameras`)
 # Launch arguments that, when not empty, override the parameter of the same name from params_file.
-PARAMETER_ARGUMENTS = ("weights", "device", "backend", "input_qos")
+PARAMETER_ARGUMENTS = ("weights", "device", "backend", "input_qos", "ground_frame")
 
 
 def launch_arguments(share: str) -> list[DeclareLaunchArgument]:
@@ -57,6 +57,13 @@ def launch_arguments(share: str) -> list[DeclareLaunchArgument]:
         DeclareLaunchArgument("input_qos", default_value="",
                               description="sensor_data or reliable image subscriptions; empty = params_file "
                                           "(default: sensor_data)"),
+        DeclareLaunchArgument("ground_frame", default_value="",
+                              description="frame of the ground-plane outputs (its z = 0 plane is the road); empty = "
+                                          "params_file (default: base_footprint)"),
+        DeclareLaunchArgument("camera_pose", default_value="",
+                              description="[x, y, z, roll, pitch, yaw] (m, rad) of the camera body (REP 103) in "
+                                          "ground_frame, used when TF has no transform for the images' frame; "
+                                          "empty = params_file / TF only"),
         DeclareLaunchArgument("params_file", default_value=os.path.join(share, "config", "hybridnets.yaml"),
                               description="node parameters (yaml with /**: ros__parameters:)"),
         DeclareLaunchArgument("namespace", default_value="",

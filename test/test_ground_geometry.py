@@ -15,6 +15,7 @@ from hybridnets_ros.ground.grid import FREE, OCCUPIED, UNKNOWN, GridSpec, occupa
 from hybridnets_ros.ground.lanes import LaneSpec, lane_polylines
 from hybridnets_ros.ground.pose import (
     CameraPoseError,
+    parse_body_pose,
     pose_from_body,
     pose_from_transform,
     quaternion_from_rotation,
@@ -121,6 +122,18 @@ def test_transform_and_body_pose_agree() -> None:
     body = pose_from_body([1.2, -0.3, 1.4, 0.03, 0.08, -0.05])
     from_tf = pose_from_transform(body.position, quaternion_from_rotation(body.rotation), "tf")
     assert np.allclose(from_tf.rotation, body.rotation, atol=1e-12)
+
+
+@pytest.mark.parametrize("text, values", [("[0, 0, 1.5, 0, 0.05, 0]", [0, 0, 1.5, 0, 0.05, 0]),
+                                          ("0 0 1.4 0.01 0 0", [0, 0, 1.4, 0.01, 0, 0]), ("", [])])
+def test_pose_text_of_launch_arguments_is_parsed(text, values) -> None:
+    assert parse_body_pose(text) == values
+
+
+@pytest.mark.parametrize("text, words", [("[0, 0, 1.5]", "6 finite numbers"), ("[0, 0, high, 0, 0, 0]", "not a list")])
+def test_bad_pose_text_is_refused_with_a_reason(text, words) -> None:
+    with pytest.raises(CameraPoseError, match=words):
+        parse_body_pose(text)
 
 
 @pytest.mark.parametrize("values", [[0, 0, 1.5, 0, 0], [0, 0, float("nan"), 0, 0, 0]])

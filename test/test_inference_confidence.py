@@ -46,3 +46,11 @@ def test_confidence_image_lines_up_with_the_mask() -> None:
     assert confidence.shape == mask.shape == (90, 200) and confidence.dtype == np.uint8
     assert np.all(confidence[mask == 1] == 255)
     assert np.all(confidence[mask == 0] == 85)  # three equal logits: 1/3
+
+
+def test_confidence_at_pixels_equals_the_image_there() -> None:
+    letterbox = Letterbox.fit((90, 200), (24, 40))
+    source = seg_confidences(_logits(3, 3)[:1], "multiclass", [letterbox])[0]
+    image = source.image()
+    index = np.random.default_rng(0).choice(90 * 200, 500, replace=False)
+    np.testing.assert_allclose(source.at(index) * 255, image.ravel()[index], atol=0.5 + 1e-4)

@@ -156,6 +156,9 @@ def test_ground_outputs_through_the_node(ros_env, tmp_path, scenes) -> None:
             assert probe.wait_for_output(f"{camera}/detections", headers[camera], TIMEOUT) is not None, camera
             assert probe.wait_for_output(f"{camera}/segmentation", headers[camera], TIMEOUT) is not None, camera
         outputs = {c: {t: _by_stamp(probe, f"{c}/{t}", headers[c].stamp) for t in GROUND_TOPICS} for c in cameras}
+        # The pose source in use, or why there are no ground outputs, is in /diagnostics per camera.
+        ground_status = {c: (probe.wait_for_diagnostics(f"camera {c}", TIMEOUT) or {}).get("ground", "")
+                         for c in ("s0", TF_CAMERA, "no_info")}
         segmentation = {c: probe.find(f"{c}/segmentation", headers[c]) for c in cameras}
         detections = {c: probe.find(f"{c}/detections", headers[c]) for c in cameras}
         log = node.log()
@@ -167,6 +170,9 @@ def test_ground_outputs_through_the_node(ros_env, tmp_path, scenes) -> None:
             if topic != "segmentation/confidence":
                 assert outputs[camera][topic] is None, (camera, topic)
     assert "Traceback" not in log
+    assert ground_status["s0"] == "ok: pose from camera_pose parameter", ground_status
+    assert ground_status[TF_CAMERA] == "ok: pose from /tf_static (base_footprint <- tf_optical)", ground_status
+    assert ground_status["no_info"].startswith("no ground outputs: no CameraInfo"), ground_status
 
     # ---- contract: stamps, frames, the organised cloud ---------------------------------------------------------
     for camera in (*LEVEL, ROLLED, TF_CAMERA):

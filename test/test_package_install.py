@@ -53,6 +53,8 @@ ROSDEP_KEYS = {
     "rosgraph_msgs": "rosgraph_msgs",
     "nav_msgs": "nav_msgs",
     "visualization_msgs": "visualization_msgs",
+    "tf2_ros": "tf2_ros",
+    "tf2_msgs": "tf2_msgs",
     "ament_index_python": "ament_index_python",
     "launch": "launch",
     "launch_ros": "launch_ros",

@@ -53,13 +53,15 @@ def lane_polylines(points: np.ndarray, confidence: np.ndarray, spec: LaneSpec) -
     row = np.minimum(((points[:, 1] - spec.y_min) / spec.across_cell).astype(np.int64), rows - 1)
     col = np.minimum(((points[:, 0] - spec.x_min) / spec.along_cell).astype(np.int64), cols - 1)
     cell = row * cols + col
-    # Mean point and confidence per occupied raster cell.
-    cells, inverse, counts = np.unique(cell, return_inverse=True, return_counts=True)
-    mean_x = np.bincount(inverse, points[:, 0]) / counts
-    mean_y = np.bincount(inverse, points[:, 1]) / counts
-    conf_sum = np.bincount(inverse, confidence)
-    raster = np.zeros((rows, cols), np.uint8)
-    raster.flat[cells] = 1
+    # Mean point and confidence per occupied raster cell (bincount over the small raster: no sort).
+    size = rows * cols
+    all_counts = np.bincount(cell, minlength=size)
+    cells = np.flatnonzero(all_counts)
+    counts = all_counts[cells]
+    mean_x = np.bincount(cell, points[:, 0], size)[cells] / counts
+    mean_y = np.bincount(cell, points[:, 1], size)[cells] / counts
+    conf_sum = np.bincount(cell, confidence, size)[cells]
+    raster = (all_counts > 0).astype(np.uint8).reshape(rows, cols)
     kernel = np.ones((2 * int(round(spec.join_width / 2 / spec.across_cell)) + 1,
                       2 * int(round(spec.max_gap / 2 / spec.along_cell)) + 1), np.uint8)
     count, labels = cv2.connectedComponents(cv2.dilate(raster, kernel), connectivity=8)
@@ -81,9 +83,11 @@ def _fit(x: np.ndarray, y: np.ndarray, spec: LaneSpec) -> np.ndarray | None:
         return None
     # Degree grows with length: a short piece cannot support a curve, a long one bends.
     degree = min(1 if length < 10 else 2 if length < 25 else 3, len(x) - 1)
-    poly = np.polynomial.Polynomial.fit(x, y, degree)
+    centre = (start + end) / 2  # fitting about the middle keeps the least-squares problem well conditioned
+    coefficients = np.polyfit(x - centre, y, degree)
     samples = np.arange(start, end + 1e-9, spec.spacing)
-    return np.stack([samples, poly(samples), np.zeros_like(samples)], axis=1).astype(np.float32)
+    lateral = np.polyval(coefficients, samples - centre)
+    return np.stack([samples, lateral, np.zeros_like(samples)], axis=1).astype(np.float32)
 
 
 def _left_to_right(lines: list[LanePolyline]) -> list[LanePolyline]:

@@ -6,6 +6,7 @@ ROS camera driver uses; or a transform of the optical frame itself (translation 
 """
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -79,6 +80,22 @@ def pose_from_body(values: Sequence[float], source: str = "camera_pose parameter
                               f"{values}")
     body = rotation_rpy(*values[3:])
     return CameraPose(body @ OPTICAL_IN_BODY, np.array(values[:3]), source)
+
+
+def parse_body_pose(text: str) -> list[float]:
+    """``"[x, y, z, roll, pitch, yaw]"`` (brackets optional, commas or spaces) -> 6 floats; ``""`` -> ``[]``.
+
+    Raises CameraPoseError saying what is wrong (for command-line and launch arguments).
+    """
+    items = [item for item in re.split(r"[\s,]+", text.strip().strip("[]").strip()) if item]
+    try:
+        values = [float(item) for item in items]
+    except ValueError as exc:
+        raise CameraPoseError(f"camera_pose '{text}' is not a list of numbers: give [x, y, z, roll, pitch, yaw] "
+                              "(metres, radians)") from exc
+    if values:
+        pose_from_body(values)
+    return values
 
 
 def pose_from_transform(translation: Sequence[float], quaternion: Sequence[float], source: str) -> CameraPose:

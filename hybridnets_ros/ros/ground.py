@@ -96,6 +96,15 @@ class GroundPublishers:
                             self.detections_3d) if p is not None]
 
 
+def lane_points(projector: GroundProjector, result: Any, lane_id: int) -> tuple[np.ndarray, np.ndarray]:
+    """Ground points (N,3) of a FrameResult's lane pixels that see the ground, and their confidences (N,) 0-1."""
+    index = np.flatnonzero((result.seg_mask == lane_id).ravel() & projector.valid.ravel())
+    points = projector.points.reshape(-1, 3)[index]
+    if result.seg_confidence is None:
+        return points, np.ones(len(index))
+    return points, result.seg_confidence.at(index)
+
+
 def camera_info_key(info: CameraInfo) -> tuple:
     """The CameraInfo fields the geometry depends on, hashable."""
     roi = info.roi
@@ -191,12 +200,7 @@ class GroundOutputs:
 
     def _publish_lanes(self, publishers: GroundPublishers, header: Header, projector: GroundProjector,
                        result: Any) -> None:
-        lane = (result.seg_mask == self._lane_id) & projector.valid
-        if result.seg_confidence is not None:
-            confidence = result.seg_confidence.image()[lane] / 255.0
-        else:
-            confidence = np.ones(int(lane.sum()))
-        lines = lane_polylines(projector.points[lane], confidence, self._settings.lanes)
+        lines = lane_polylines(*lane_points(projector, result, self._lane_id), self._settings.lanes)
         if publishers.polylines.get_subscription_count():
             publishers.polylines.publish(ground_messages.lane_markers(header, lines))
         if publishers.lane_points.get_subscription_count():
