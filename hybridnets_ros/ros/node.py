@@ -15,7 +15,6 @@ import logging
 import re
 import signal
 import sys
-import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -105,6 +104,9 @@ PARAMETERS = (
     ParamSpec("ground.y_range", [-15.0, 15.0], "[min, max] y (m, left) of the grid and lane lines in ground_frame"),
     ParamSpec("ground.max_range", 50.0, "pixels whose ray meets the ground farther (m) from the camera are not "
               "projected", value_range=(1.0, 1000.0)),
+    ParamSpec("overlap_stages", False, "run preprocessing of the next batch, the forward pass and post-processing + "
+              "publishing of the previous batch in three threads at once (more frames/s where the stages do not "
+              "compete for the same cores, e.g. a GPU) instead of one after the other"),
     ParamSpec("autostart", True, "configure and activate on start-up; a failing configure then exits with code 1"),
 )
 PARAMETER_DEFAULTS = {p.name: p.default for p in PARAMETERS}
@@ -205,7 +207,7 @@ class HybridNetsNode(LifecycleNode):
         self._lane_id: int | None = None
         self._subscriptions_active: list[Any] = []
         self._buffer: FrameBuffer | None = None
-        self._worker: threading.Thread | None = None
+        self._worker: Any = None  # the StageRunner of the inference stages while active
         self._diagnostics_timer: Any = None
         self._camera_stats: dict[str, diagnostics.CameraStats] = {}
         self._model_stats = diagnostics.ModelStats()
@@ -314,8 +316,7 @@ class HybridNetsNode(LifecycleNode):
         self._model_stats = diagnostics.ModelStats()
         self._buffer = FrameBuffer([c for c, _ in self._cameras])
         self._subscriptions_active = self._create_subscriptions()
-        self._worker = threading.Thread(target=self._run_inference, args=(self._buffer,), name="hybridnets-inference",
-                                        daemon=True)
+        self._worker = self._inference_runner(self._buffer)
         self._worker.start()
         steady = Clock(clock_type=ClockType.STEADY_TIME)  # diagnostics keep their pace while sim time is paused
         self._diagnostics_timer = self.create_timer(DIAGNOSTICS_PERIOD_S, self._publish_diagnostics, clock=steady)
@@ -543,18 +544,30 @@ class HybridNetsNode(LifecycleNode):
 
     # ---- inference thread -------------------------------------------------------------------------------------
 
-    def _run_inference(self, buffer: FrameBuffer) -> None:
-        while not buffer.closed:
-            batch = buffer.next_batch(
-                max_wait_s=self._live["max_batch_wait_ms"] / 1000.0,
-                max_age_ns=lambda: self._live["max_input_age_ms"] * 1_000_000,  # read as frames are taken
-                now_ns=lambda: self.get_clock().now().nanoseconds,
-            )
-            for frame in batch.stale:
-                self._camera_stats[frame.camera].count("dropped_stale")
-                self._warn_stale(frame, batch.max_age_ns)
-            if batch.frames:
-                self._infer(batch.frames, buffer)
+    def _inference_runner(self, buffer: FrameBuffer) -> Any:
+        """The inference stages (decode + preprocess, forward, post-process + publish), overlapped in three threads
+        or in one thread batch after batch (``overlap_stages``); batches are taken from ``buffer`` only when the
+        first stage can start on them, so the frame buffer keeps the newest frames until then."""
+        from hybridnets_ros.inference.stages import StageRunner  # torch is loaded with the pipeline by now
+
+        overlapped = self.get_parameter("overlap_stages").value
+        self.get_logger().info("inference stages " + ("overlapped (decode + preprocess | forward | post-process + "
+                                                      "publish, one thread each)" if overlapped else "serial"))
+        stages = [self._prepare_stage, self._forward_stage, lambda item: self._publish_stage(item, buffer)]
+        return StageRunner(lambda: self._next_frames(buffer), stages, lambda: buffer.closed, overlapped=overlapped,
+                           name="hybridnets-inference")
+
+    def _next_frames(self, buffer: FrameBuffer) -> list[Frame] | None:
+        """The next batch's frames (waiting for them), or None; stale frames are counted and warned about."""
+        batch = buffer.next_batch(
+            max_wait_s=self._live["max_batch_wait_ms"] / 1000.0,
+            max_age_ns=lambda: self._live["max_input_age_ms"] * 1_000_000,  # read as frames are taken
+            now_ns=lambda: self.get_clock().now().nanoseconds,
+        )
+        for frame in batch.stale:
+            self._camera_stats[frame.camera].count("dropped_stale")
+            self._warn_stale(frame, batch.max_age_ns)
+        return batch.frames or None
 
     def _warn_stale(self, frame: Frame, max_age_ns: int) -> None:
         held_back = self._warnings.allow(f"{frame.camera}/stale")
@@ -567,19 +580,35 @@ class HybridNetsNode(LifecycleNode):
             f"{max_age_ns // 1_000_000}){more}; check the camera's clock, or for a bag play it with --clock "
             f"and set use_sim_time")
 
-    def _infer(self, frames: list[Frame], buffer: FrameBuffer) -> None:
+    def _prepare_stage(self, frames: list[Frame]) -> tuple[list[Frame], Any] | None:
+        """Stage 1: decode the frames and preprocess them into a network input (None: nothing left to run)."""
         frames = self._decode_frames(frames)
         if not frames:
-            return
+            return None
         try:
-            results = self._pipeline([f.image for f in frames], [f.encoding for f in frames])
+            return frames, self._pipeline.prepare([f.image for f in frames], [f.encoding for f in frames])
         except Exception as exc:  # a bad batch must not end the thread: report it and carry on with the next
-            for frame in frames:
-                self._camera_stats[frame.camera].count("failed")
-            if self._warnings.allow("inference") is not None:
-                self.get_logger().error(f"inference failed on a batch of {len(frames)}: {_describe(exc)}")
+            self._fail_batch(frames, exc)
+            return None
+
+    def _forward_stage(self, item: tuple[list[Frame], Any]) -> tuple[list[Frame], Any] | None:
+        """Stage 2: the forward pass."""
+        frames, staged = item
+        try:
+            return frames, self._pipeline.infer(staged)
+        except Exception as exc:
+            self._fail_batch(frames, exc)
+            return None
+
+    def _publish_stage(self, item: tuple[list[Frame], Any], buffer: FrameBuffer) -> None:
+        """Stage 3: post-process and publish every output of every frame, with the input's header."""
+        frames, staged = item
+        try:
+            results = self._pipeline.finish(staged)
+        except Exception as exc:
+            self._fail_batch(frames, exc)
             return
-        timings = self._pipeline.last_timings
+        timings = staged.timings
         self._model_stats.add_batch(len(frames), timings)
         pipeline_ms = sum(timings.values())
         for frame, result in zip(frames, results):
@@ -594,6 +623,12 @@ class HybridNetsNode(LifecycleNode):
                 continue
             latency_ms = (time.monotonic() - frame.received) * 1000.0
             self._camera_stats[frame.camera].add_published(latency_ms, timings["forward"], pipeline_ms)
+
+    def _fail_batch(self, frames: list[Frame], exc: Exception) -> None:
+        for frame in frames:
+            self._camera_stats[frame.camera].count("failed")
+        if self._warnings.allow("inference") is not None:
+            self.get_logger().error(f"inference failed on a batch of {len(frames)}: {_describe(exc)}")
 
     def _publish_outputs(self, frame: Frame, result: Any) -> None:
         outputs = self._outputs[frame.camera]
@@ -616,8 +651,9 @@ class HybridNetsNode(LifecycleNode):
     def _overlay(self, frame: Frame, result: Any) -> np.ndarray:
         from hybridnets_ros.inference.visualize import draw_overlay  # loaded with the pipeline by now: no cost
 
-        return draw_overlay(conversions.to_bgr8(frame.image, frame.encoding), result, self._pipeline.class_names,
-                            self._pipeline.seg_names)
+        # draw_overlay leaves its input alone, so a bgr8 frame is drawn from as it is (no full-frame copy).
+        image = frame.image if frame.encoding == "bgr8" else conversions.to_bgr8(frame.image, frame.encoding)
+        return draw_overlay(image, result, self._pipeline.class_names, self._pipeline.seg_names)
 
     # ---- latched and periodic outputs -------------------------------------------------------------------------
 
