@@ -1,10 +1,15 @@
-"""Measure the node's own overhead per frame: ``python -m hybridnets_ros.ros.bench``.
+"""Node benchmarks: ``python -m hybridnets_ros.ros.bench`` (``make bench``).
 
-The node runs as its real executable in a subprocess (``NodeProcess``); this process publishes 1280x720 frames one
-at a time (the next only after the previous frame's detections came back, so nothing queues) through a
-``NodeProbe`` and reads the node's ``/diagnostics``: receive -> publish latency, forward time and their difference,
-the overhead the node adds to the network (conversion, batching hand-off, pre/post-processing, building and
-publishing messages). ``NodeProcess`` and ``NodeProbe`` are also what the tests drive the node with.
+Default: the sustained-rate table. The node runs as its real executable in a subprocess (``NodeProcess``) with the
+bundled model; this process feeds 1280x720 frames to one or two cameras at a fixed rate through a ``NodeProbe``,
+subscribes to the detections and every image output (so the node builds them), and reports outputs per second,
+the node's receive -> publish latency (its ``/diagnostics``) and the client's round trip, for the old default
+(eager torch), ``backend: auto`` fp32 and int8, serial and overlapped stages.
+
+``--overhead``: frames one at a time (the next only after the previous frame's detections came back, so nothing
+queues); the node's receive -> publish latency, forward time and their difference, the overhead the node adds to
+the network (conversion, batching hand-off, pre/post-processing, building and publishing messages).
+``NodeProcess`` and ``NodeProbe`` are also what the tests drive the node with.
 """
 from __future__ import annotations
 
@@ -18,6 +23,7 @@ import tempfile
 import threading
 import time
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence
 
@@ -459,26 +465,166 @@ def format_report(result: Mapping[str, Any], frames: int, width: int, height: in
     return "\n".join(lines)
 
 
+# ---- sustained rate ------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class RealtimeConfig:
+    """One row of the real-time table: node parameters and how many cameras feed it."""
+
+    label: str
+    parameters: Mapping[str, Any]
+    cameras: int
+    overlap: bool
+    needs: str = ""  # a module the configuration cannot run without (skipped with the reason when missing)
+
+
+def realtime_configs(cameras: Sequence[int] = (1, 2)) -> list[RealtimeConfig]:
+    """The old default (eager torch), backend auto fp32 and auto int8; each for 1 and 2 cameras, serial and
+    overlapped stages."""
+    backends = [("torch fp32 (old default)", {"backend": "torch", "precision": "fp32"}, ""),
+                ("auto fp32", {"backend": "auto", "precision": "fp32"}, ""),
+                ("auto int8", {"backend": "auto", "precision": "int8"}, "nncf")]
+    return [RealtimeConfig(label, {**params, "overlap_stages": overlap}, n, overlap, needs)
+            for label, params, needs in backends for n in cameras for overlap in (False, True)]
+
+
+def _publisher(probe: NodeProbe, cameras: Sequence[str], rate_hz: float, image: np.ndarray, sent: dict[Any, float],
+               stop: threading.Event) -> None:
+    """Publish a frame to every camera each 1/rate_hz s (one message per camera, re-stamped), recording send times."""
+    messages = {c: conversions.array_to_image(image, unique_header(), "bgr8") for c in cameras}
+    period = 1.0 / rate_hz
+    next_time = time.monotonic()
+    while not stop.is_set():
+        for camera in cameras:
+            msg = messages[camera]
+            msg.header = unique_header()
+            sent[(msg.header.stamp.sec, msg.header.stamp.nanosec)] = time.monotonic()
+            probe.publish(camera, msg)
+        next_time += period
+        stop.wait(max(0.0, next_time - time.monotonic()))
+
+
+def run_realtime(config: RealtimeConfig, device: str, width: int, height: int, rate_hz: float, warmup_s: float,
+                 measure_s: float, overlay: bool, log_dir: Path, timeout: float) -> dict[str, Any]:
+    """Feed ``config.cameras`` cameras at ``rate_hz`` each for warmup + measure seconds; the node's output rate, its
+    receive -> publish latency (its /diagnostics, last 100 frames) and the client's round trip in the window."""
+    if config.needs:
+        try:
+            __import__(config.needs)
+        except ImportError as exc:
+            return {"skipped": f"needs the Python package '{config.needs}' ({exc})"}
+    env = ros_environment()
+    env["ROS_LOG_DIR"] = str(log_dir)
+    cameras = [f"camera{i}" for i in range(config.cameras)]
+    parameters = {**config.parameters, "device": device, "cameras": cameras, "input_qos": "reliable"}
+    image = synthetic_frame(height, width)
+    sent: dict[Any, float] = {}
+    stop = threading.Event()
+    try:
+        context = running_node(env, log_dir, parameters,
+                               {"cameras": cameras, "image_outputs": (), "label_info": False}, timeout=timeout)
+        with context as (node, probe):
+            for camera in cameras:  # outputs a consumer would take; dropped on arrival so memory stays flat
+                for output in IMAGE_OUTPUTS + (("overlay",) if overlay else ()):
+                    probe.node.create_subscription(Image, f"{camera}/{output}", lambda msg: None, OUTPUT_QOS)
+            feeder = threading.Thread(target=_publisher, args=(probe, cameras, rate_hz, image, sent, stop),
+                                      daemon=True)
+            started = time.monotonic()
+            feeder.start()
+            time.sleep(warmup_s + measure_s)
+            stop.set()
+            feeder.join()
+            window = (started + warmup_s, started + warmup_s + measure_s)
+            time.sleep(1.0)  # the last frames' outputs
+            stats = [probe.diagnostics(f": camera {c}") for c in cameras]
+            model = probe.diagnostics(": model") or {}
+            received = {c: [(t, m) for t, m in probe.received.get(f"{c}/detections", [])] for c in cameras}
+    except RuntimeError as exc:
+        return {"error": str(exc).splitlines()[0]}
+    round_trip, out_count, sent_count = [], 0, 0
+    for (stamp, send_time) in sent.items():
+        sent_count += window[0] <= send_time < window[1]
+    for camera in cameras:
+        for arrival, msg in received[camera]:
+            send_time = sent.get((msg.header.stamp.sec, msg.header.stamp.nanosec))
+            if send_time is not None and window[0] <= send_time < window[1]:
+                out_count += 1
+                round_trip.append((arrival - send_time) * 1e3)
+    if any(s is None for s in stats):
+        return {"error": "no camera diagnostics from the node"}
+    return {
+        "frames_per_s": out_count / measure_s, "input_per_s": sent_count / measure_s,
+        "answered_fraction": out_count / max(sent_count, 1),
+        "latency_p50_ms": float(np.median([_float(s, "latency_p50_ms") for s in stats])),
+        "latency_p95_ms": float(max(_float(s, "latency_p95_ms") for s in stats)),
+        "round_trip_p50_ms": float(np.percentile(round_trip, 50)) if round_trip else float("nan"),
+        "round_trip_p95_ms": float(np.percentile(round_trip, 95)) if round_trip else float("nan"),
+        "backend": model.get("backend", "?"), "precision": model.get("precision", "?"),
+    }
+
+
+def format_realtime(rows: Sequence[tuple[RealtimeConfig, Mapping[str, Any]]], width: int, height: int,
+                    rate_hz: float) -> str:
+    lines = [
+        f"hybridnets node, sustained: {width}x{height} bgr8 at {rate_hz:g} Hz per camera (reliable), bundled model; "
+        "frames/s = outputs per second over all cameras; latency = receive -> publish in the node (p50 / p95); "
+        "round trip = client publish -> detections received; answered = outputs / inputs",
+        f"{'configuration':26s}{'cams':>5s}{'stages':>12s}{'frames/s':>10s}{'answered':>10s}{'lat p50':>9s}"
+        f"{'lat p95':>9s}{'rt p50':>9s}{'rt p95':>9s}  backend",
+    ]
+    for config, r in rows:
+        stages = "overlapped" if config.overlap else "serial"
+        head = f"{config.label:26s}{config.cameras:5d}{stages:>12s}"
+        if "skipped" in r or "error" in r:
+            lines.append(f"{head}  {'skipped' if 'skipped' in r else 'error'}: {r.get('skipped') or r.get('error')}")
+            continue
+        lines.append(f"{head}{r['frames_per_s']:10.1f}{r['answered_fraction']:10.0%}{r['latency_p50_ms']:9.0f}"
+                     f"{r['latency_p95_ms']:9.0f}{r['round_trip_p50_ms']:9.0f}{r['round_trip_p95_ms']:9.0f}  "
+                     f"{r['backend']} {r['precision']}")
+    return "\n".join(lines)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m hybridnets_ros.ros.bench", description=__doc__.splitlines()[0])
-    parser.add_argument("--weights", type=Path, help="checkpoint; default: a random d0 model (the node's overhead "
-                        "does not depend on the weights)")
-    parser.add_argument("--frames", type=int, default=30)
+    parser.add_argument("--overhead", action="store_true", help="measure the node's overhead per frame (frames one "
+                        "at a time) instead of the sustained-rate table")
+    parser.add_argument("--weights", type=Path, help="checkpoint for --overhead; default: a random d0 model (the "
+                        "node's overhead does not depend on the weights); the sustained table uses the bundled model")
+    parser.add_argument("--frames", type=int, default=30, help="frames for --overhead")
     parser.add_argument("--width", type=int, default=1280)
     parser.add_argument("--height", type=int, default=720)
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--overlay", action="store_true", help="also subscribe to the overlay (it is then drawn)")
-    parser.add_argument("--timeout", type=float, default=60.0, help="seconds to wait for the node / one frame")
+    parser.add_argument("--rate", type=float, default=30.0, help="input frames/s per camera (sustained table)")
+    parser.add_argument("--cameras", default="1,2", help="camera counts for the sustained table")
+    parser.add_argument("--warmup", type=float, default=4.0, help="seconds fed before the measurement window")
+    parser.add_argument("--seconds", type=float, default=10.0, help="length of the measurement window")
+    parser.add_argument("--only", default="", help="run only configurations whose label contains this text")
+    parser.add_argument("--timeout", type=float, default=600.0, help="seconds to wait for the node (an int8 first "
+                        "start calibrates) / one frame")
     args = parser.parse_args(argv)
     with tempfile.TemporaryDirectory(prefix="hybridnets_bench_") as tmp:
-        weights = args.weights if args.weights is not None else random_checkpoint(Path(tmp))
-        try:
-            result = run_bench(weights, args.frames, args.width, args.height, args.overlay, Path(tmp), args.device,
-                               args.timeout)
-        except RuntimeError as exc:
-            print(f"bench failed: {exc}", file=sys.stderr)
-            return 1
-    print(format_report(result, args.frames, args.width, args.height, args.overlay))
+        if args.overhead:
+            weights = args.weights if args.weights is not None else random_checkpoint(Path(tmp))
+            try:
+                result = run_bench(weights, args.frames, args.width, args.height, args.overlay, Path(tmp),
+                                   args.device, args.timeout)
+            except RuntimeError as exc:
+                print(f"bench failed: {exc}", file=sys.stderr)
+                return 1
+            print(format_report(result, args.frames, args.width, args.height, args.overlay))
+            return 0
+        configs = [c for c in realtime_configs(tuple(int(n) for n in args.cameras.split(",")))
+                   if args.only in c.label]
+        rows = []
+        for config in configs:
+            result = run_realtime(config, args.device, args.width, args.height, args.rate, args.warmup,
+                                  args.seconds, args.overlay, Path(tmp), args.timeout)
+            rows.append((config, result))
+            print(format_realtime([rows[-1]], args.width, args.height, args.rate).splitlines()[-1], flush=True)
+    print()
+    print(format_realtime(rows, args.width, args.height, args.rate))
     return 0
 
 
