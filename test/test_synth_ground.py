@@ -60,8 +60,7 @@ def test_drivable_mask_is_the_true_road_seen_through_the_exported_camera(posed) 
         info = truth.camera_info
         pose = pose_from_body(truth.camera_pose)
         left, right = truth.road_edges
-        outline = np.concatenate([left, right[::-1]])
-        ground = np.concatenate([outline, np.zeros((len(outline), 1))], axis=1)
+        ground = np.concatenate([left, right[::-1]])  # (x, y, z) rows around the road
         rvec, _ = cv2.Rodrigues(pose.rotation.T)
         uv, _ = cv2.projectPoints(ground, rvec, -pose.rotation.T @ pose.position, np.reshape(info["k"], (3, 3)),
                                   None)
@@ -119,5 +118,5 @@ def test_vehicle_contacts_from_true_boxes_are_the_true_positions() -> None:
         near = contacts.valid & (truth.vehicles[:, 0] < 45.0)
         assert near.any()
         distance = np.hypot(*contacts.points[near, :2].T)
-        true_distance = np.hypot(*truth.vehicles[near].T)
+        true_distance = np.hypot(*truth.vehicles[near, :2].T)
         assert np.abs(distance / true_distance - 1).max() < 0.02  # about a pixel row at 16 m

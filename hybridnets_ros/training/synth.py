@@ -6,7 +6,12 @@ Layout under ``--output``::
     det_annotations/{train,val}/<name>.json      BDD100K per-frame JSON, boxes in original pixels
     da_seg_annotations/{train,val}/<name>.png    255 on drivable road, 0 elsewhere
     ll_seg_annotations/{train,val}/<name>.png    255 on lane markings
+    ground_truth/{train,val}/<name>.json         with --ground-truth: CameraInfo, camera pose and the road, lane lines
+                                                 and vehicle contact points in metres (synth_ground.GroundTruth)
     dataset.yaml                                 project config (paths relative to this file)
+
+``--max-roll-deg`` / ``--max-pitch-deg`` turn each camera by a random real roll / pitch (rendered exactly, see
+``synth_ground``); with both 0 (the default) every image is the same as without them.
 
 Image ``index`` of ``split`` is drawn from ``SeedSequence([seed + index, split code])`` (train 0, val 1), so any image
 can be regenerated alone with ``synth_sample`` and train and val never share a scene for one seed. Scenes of seed S
@@ -27,9 +32,12 @@ import cv2
 import numpy as np
 import yaml
 
+from hybridnets_ros.training.synth_ground import GroundTruth, render_posed
 from hybridnets_ros.training.synth_scene import Scene, generate_drive, generate_scene, scene_to_bdd
+from hybridnets_ros.training.synth_world import sample_world
 
-__all__ = ["Scene", "generate_scene", "generate_drive", "scene_to_bdd", "synth_sample", "write_dataset", "main"]
+__all__ = ["Scene", "generate_scene", "generate_drive", "scene_to_bdd", "synth_sample", "synth_sample_with_truth",
+           "write_dataset", "main"]
 
 LOG = logging.getLogger(__name__)
 SPLIT_CODES = {"train": 0, "val": 1}
@@ -62,14 +70,33 @@ def sample_name(split: str, index: int) -> str:
     return f"synth_{split}_{index:06d}"
 
 
-def synth_sample(seed: int, split: str, index: int,
-                 sizes: Sequence[tuple[tuple[int, int], float]] | None = None) -> tuple[str, Scene]:
-    """The dataset's image ``index`` of ``split``: (file stem, scene), independent of every other image."""
+def _sample_rng_and_size(seed: int, split: str, index: int, sizes: Sequence[tuple[tuple[int, int], float]] | None
+                         ) -> tuple[np.random.Generator, tuple[int, int]]:
     sizes = parse_sizes(DEFAULT_SIZES) if sizes is None else list(sizes)
     rng = np.random.default_rng(np.random.SeedSequence([seed + index, SPLIT_CODES[split]]))
     weights = np.array([w for _, w in sizes], dtype=np.float64)
-    size = sizes[int(rng.choice(len(sizes), p=weights / weights.sum()))][0]
+    return rng, sizes[int(rng.choice(len(sizes), p=weights / weights.sum()))][0]
+
+
+def synth_sample(seed: int, split: str, index: int,
+                 sizes: Sequence[tuple[tuple[int, int], float]] | None = None) -> tuple[str, Scene]:
+    """The dataset's image ``index`` of ``split``: (file stem, scene), independent of every other image."""
+    rng, size = _sample_rng_and_size(seed, split, index, sizes)
     return sample_name(split, index), generate_scene(rng, size)
+
+
+def synth_sample_with_truth(seed: int, split: str, index: int,
+                            sizes: Sequence[tuple[tuple[int, int], float]] | None = None, max_roll: float = 0.0,
+                            max_pitch: float = 0.0) -> tuple[str, Scene, GroundTruth]:
+    """``synth_sample`` with its ground truth in metres, from a camera rolled and pitched by up to ``max_roll`` /
+    ``max_pitch`` rad (uniform; the draws happen only for a non-zero maximum, so with zeros the scene is exactly
+    ``synth_sample``'s)."""
+    rng, (width, height) = _sample_rng_and_size(seed, split, index, sizes)
+    world = sample_world(rng, int(width), int(height))
+    roll = float(rng.uniform(-max_roll, max_roll)) if max_roll else 0.0
+    pitch = float(rng.uniform(-max_pitch, max_pitch)) if max_pitch else 0.0
+    scene, truth = render_posed(world, roll, pitch, rng)
+    return sample_name(split, index), scene, truth
 
 
 def _write_sample(root: Path, split: str, name: str, scene: Scene, jpeg_quality: int) -> None:
@@ -83,10 +110,15 @@ def _write_sample(root: Path, split: str, name: str, scene: Scene, jpeg_quality:
     (root / "det_annotations" / split / f"{name}.json").write_text(json.dumps(scene_to_bdd(scene, name)))
 
 
-def _job(args: tuple[Path, int, str, int, list, int]) -> int:
-    """Write one image and its labels; returns its number of boxes."""
-    root, seed, split, index, sizes, jpeg_quality = args
-    name, scene = synth_sample(seed, split, index, sizes)
+def _job(args: tuple[Path, int, str, int, list, int, bool, float, float]) -> int:
+    """Write one image and its labels (and its ground truth when asked); returns its number of boxes."""
+    root, seed, split, index, sizes, jpeg_quality, ground_truth, max_roll, max_pitch = args
+    if ground_truth or max_roll or max_pitch:
+        name, scene, truth = synth_sample_with_truth(seed, split, index, sizes, max_roll, max_pitch)
+        if ground_truth:
+            (root / "ground_truth" / split / f"{name}.json").write_text(json.dumps(truth.to_json()))
+    else:
+        name, scene = synth_sample(seed, split, index, sizes)
     _write_sample(root, split, name, scene, jpeg_quality)
     return len(scene.boxes)
 
@@ -110,14 +142,16 @@ def project_config() -> dict:
 
 
 def write_dataset(root: str | Path, num_train: int, num_val: int, seed: int = 0, sizes: str = DEFAULT_SIZES,
-                  workers: int = 1, jpeg_quality: int = 95) -> Path:
+                  workers: int = 1, jpeg_quality: int = 95, ground_truth: bool = False, max_roll_deg: float = 0.0,
+                  max_pitch_deg: float = 0.0) -> Path:
     """Write the whole dataset and its ``dataset.yaml``; returns the yaml's path."""
     root = Path(root).expanduser().resolve()
     parsed = parse_sizes(sizes)
-    for folder in FOLDERS:
+    for folder in FOLDERS + (("ground_truth",) if ground_truth else ()):
         for split in SPLIT_CODES:
             (root / folder / split).mkdir(parents=True, exist_ok=True)
-    jobs = [(root, seed, split, i, parsed, jpeg_quality)
+    angles = (float(np.deg2rad(max_roll_deg)), float(np.deg2rad(max_pitch_deg)))
+    jobs = [(root, seed, split, i, parsed, jpeg_quality, ground_truth, *angles)
             for split, count in (("train", num_train), ("val", num_val)) for i in range(count)]
     start = time.perf_counter()
     boxes = 0
@@ -153,6 +187,13 @@ def build_parser() -> argparse.ArgumentParser:
                         help="comma-separated WIDTHxHEIGHT[:WEIGHT] image sizes, drawn per image by weight")
     parser.add_argument("--workers", type=int, default=min(4, os.cpu_count() or 1), help="processes")
     parser.add_argument("--jpeg-quality", type=int, default=95, help="JPEG quality of the images")
+    parser.add_argument("--ground-truth", action="store_true",
+                        help="also write ground_truth/<split>/<name>.json: CameraInfo, camera pose, road edges, lane "
+                             "lines and vehicle contact points in metres")
+    parser.add_argument("--max-roll-deg", type=float, default=0.0,
+                        help="turn each camera by a random real roll of up to this many degrees")
+    parser.add_argument("--max-pitch-deg", type=float, default=0.0,
+                        help="turn each camera by a random real pitch of up to this many degrees")
     return parser
 
 
@@ -165,8 +206,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         parse_sizes(args.sizes)
     except ValueError as err:
         raise SystemExit(f"hybridnets-synth: --sizes: {err}") from err
+    if not (0 <= args.max_roll_deg <= 10 and 0 <= args.max_pitch_deg <= 10):
+        raise SystemExit("hybridnets-synth: --max-roll-deg and --max-pitch-deg must be in [0, 10]")
     yaml_path = write_dataset(args.output, args.num_train, args.num_val, args.seed, args.sizes, args.workers,
-                              args.jpeg_quality)
+                              args.jpeg_quality, args.ground_truth, args.max_roll_deg, args.max_pitch_deg)
     LOG.info("project config: %s", yaml_path)
     return 0
 

@@ -28,12 +28,13 @@ TRUTH_SPACING = 0.5  # m between ground-truth curve samples
 
 @dataclass(frozen=True)
 class GroundTruth:
-    """What the camera sees, in metres in ``base_footprint`` (arrays of (x, y) rows, x ascending).
+    """What the camera sees, in metres in ``base_footprint`` (arrays of (x, y, z) rows, x ascending; z is the road's
+    height, 0 on a flat road).
 
     ``camera_info``: sensor_msgs/CameraInfo fields (width, height, distortion_model, d, k, r, p).
     ``camera_pose``: [x, y, z, roll, pitch, yaw] of the camera body frame. ``lane_lines``: centre line of each
     painted line (dashed lines as their full curve), left to right. ``road_edges``: (left, right) edges of the
-    asphalt. ``vehicles``: (N, 2) ground contact points (under the middle of each vehicle's visible near wheels,
+    asphalt. ``vehicles``: (N, 3) ground contact points (under the middle of each vehicle's visible near wheels,
     the lowest point of its box) of the vehicles in ``vehicle_ids`` (the scene's ``ids``, same order).
     ``visible_depth``: farthest road depth drawn (m).
     """
@@ -100,16 +101,19 @@ def _warp_boxes(boxes: np.ndarray, homography: np.ndarray, size: tuple[int, int]
     return out.astype(np.float32)
 
 
-def render_posed(world: World, roll: float = 0.0, pitch: float = 0.0) -> tuple[Scene, GroundTruth]:
+def render_posed(world: World, roll: float = 0.0, pitch: float = 0.0,
+                 noise_rng: np.random.Generator | None = None) -> tuple[Scene, GroundTruth]:
     """Render ``world`` at t = 0 from its camera rotated by ``roll`` and ``pitch`` (rad) about its optical centre.
 
-    The image keeps the world camera's size and intrinsics. Zero angles render exactly as ``render`` does.
+    The image keeps the world camera's size and intrinsics. Zero angles render exactly as ``render(world, 0.0,
+    noise_rng)`` does (``noise_rng`` drives the sensor noise; default a fixed one).
     """
     camera = world.camera
     margin = _margin(camera, roll, pitch) if roll or pitch else 0
     big = dataclasses.replace(camera, width=camera.width + 2 * margin, height_px=camera.height_px + 2 * margin,
                               cx=camera.cx + margin, horizon=camera.horizon + margin)
-    level = render(dataclasses.replace(world, camera=big), 0.0, np.random.default_rng(0))
+    noise_rng = noise_rng if noise_rng is not None else np.random.default_rng(0)
+    level = render(dataclasses.replace(world, camera=big), 0.0, noise_rng)
     size = (camera.width, camera.height_px)
     rotation = _rotation(roll, pitch) @ _OPTICAL_IN_BODY
     homography = _intrinsics(camera) @ rotation.T @ _OPTICAL_IN_BODY @ np.linalg.inv(_intrinsics(big))
@@ -129,22 +133,23 @@ def _ground_truth(world: World, roll: float, pitch: float, scene: Scene) -> Grou
     z_near = max(0.5, 0.6 * camera.ground_depth_at_row(camera.height_px))
     z_vis = view.visible_depth(z_near, MAX_ROAD_DEPTH)
 
+    def ground(depth: np.ndarray, offset: np.ndarray) -> np.ndarray:
+        """Road-frame (depth, lateral offset from the centre line) (N,) each -> base_footprint (N, 3)."""
+        y = -(view.profile.lateral(depth, view.s0) + offset - view.camera_offset)
+        return np.stack([depth, y, view.profile.elevation(depth, view.s0)], axis=1)
+
     def curve(offset: float, z_far: float) -> np.ndarray:
         z = np.arange(np.ceil(z_near / TRUTH_SPACING) * TRUTH_SPACING, z_far, TRUTH_SPACING)
-        y = -(view.profile.lateral(z, view.s0) + offset - view.camera_offset)
-        return np.stack([z, y], axis=1)
+        return ground(z, np.full_like(z, offset))
 
     layout = world.layout
     lines = sorted((curve(line.offset, min(z_vis, MAX_LANE_DEPTH)) for line in layout.lines),
                    key=lambda c: -c[0, 1])
     edges = (curve(-layout.half_width, z_vis), curve(layout.half_width, z_vis))
     by_uid = {vehicle.uid: (vehicle, z) for vehicle, z in placed}
-    contacts = []
-    for uid in scene.ids.tolist():
-        vehicle, z = by_uid[uid]
-        contact_z = z + NEAR_WHEEL_DEPTH
-        x_road = layout.lane_center(vehicle.lane) + vehicle.lateral
-        contacts.append([contact_z, -(float(view.profile.lateral(contact_z, view.s0)) + x_road - view.camera_offset)])
+    placed_ids = [by_uid[uid] for uid in scene.ids.tolist()]
+    contact_depth = np.array([z + NEAR_WHEEL_DEPTH for _, z in placed_ids])
+    contact_offset = np.array([layout.lane_center(vehicle.lane) + vehicle.lateral for vehicle, _ in placed_ids])
     k = _intrinsics(camera)
     info = {
         "width": camera.width, "height": camera.height_px, "distortion_model": "plumb_bob", "d": [0.0] * 5,
@@ -152,7 +157,8 @@ def _ground_truth(world: World, roll: float, pitch: float, scene: Scene) -> Grou
         "p": np.concatenate([k, np.zeros((3, 1))], axis=1).ravel().tolist(),
     }
     return GroundTruth(camera_info=info, camera_pose=[0.0, 0.0, float(camera.height), float(roll), float(pitch), 0.0],
-                       lane_lines=lines, road_edges=edges, vehicles=np.array(contacts, np.float64).reshape(-1, 2),
+                       lane_lines=lines, road_edges=edges,
+                       vehicles=ground(contact_depth, contact_offset).reshape(-1, 3),
                        vehicle_ids=scene.ids.copy(), visible_depth=float(z_vis))
 
 
