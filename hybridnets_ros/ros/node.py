@@ -521,8 +521,9 @@ class HybridNetsNode(LifecycleNode):
             f"camera '{camera}': the input stamps imply that {report['missed_by_stamps']} of "
             f"{report['missed_by_stamps'] + report['received_stamped']} frames never reached the node (lost in the "
             "transport, below the node; counted in /diagnostics as missed_by_stamps). For large images use the "
-            "shared-memory Fast DDS profile (FASTDDS_DEFAULT_PROFILES_FILE=<share>/config/fastdds_shm.xml in every "
-            "process of the pipeline) or input_qos:=reliable with a reliable publisher. Warned once per camera.")
+            "shared-memory Fast DDS profile (launch files: shm_transport:=true; by hand: FASTDDS_DEFAULT_PROFILES_FILE="
+            "<share>/config/fastdds_shm.xml in every process of the pipeline) or input_qos:=reliable with a reliable "
+            "publisher. Warned once per camera.")
 
     def _decode_frames(self, frames: list[Frame]) -> list[Frame]:
         """Decode and convert the pixels of ``frames`` (lazily decoded by the subscription callbacks); the ones
