@@ -29,7 +29,8 @@ class GroundGeometryError(ValueError):
 class GroundProjector:
     """Per-pixel ground points of one camera, plus cached cell-to-pixel maps per grid.
 
-    ``points`` (H,W,3) float32 in the ground frame, NaN where invalid; ``valid`` (H,W) bool.
+    ``points`` (H,W,3) float32 in the ground frame, NaN where invalid; ``valid`` (H,W) bool; ``first_row`` the
+    topmost image row with a valid pixel (rows above it never see the ground, so per-frame work can skip them).
     """
 
     camera: CameraModel
@@ -37,6 +38,7 @@ class GroundProjector:
     max_range: float
     points: np.ndarray = field(init=False)
     valid: np.ndarray = field(init=False)
+    first_row: int = field(init=False)
     _cell_pixels: dict[Hashable, np.ndarray] = field(init=False, default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -47,6 +49,7 @@ class GroundProjector:
         v, u = np.mgrid[0:height, 0:width]
         self.points = self.pixels_to_ground(u.ravel(), v.ravel()).reshape(height, width, 3).astype(np.float32)
         self.valid = ~np.isnan(self.points[..., 0])
+        self.first_row = int(np.argmax(self.valid.any(axis=1)))
         if not self.valid.any():
             raise GroundGeometryError(
                 f"no pixel sees the ground within {self.max_range:g} m (camera at height "

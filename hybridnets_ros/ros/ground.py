@@ -98,7 +98,10 @@ class GroundPublishers:
 
 def lane_points(projector: GroundProjector, result: Any, lane_id: int) -> tuple[np.ndarray, np.ndarray]:
     """Ground points (N,3) of a FrameResult's lane pixels that see the ground, and their confidences (N,) 0-1."""
-    index = np.flatnonzero((result.seg_mask == lane_id).ravel() & projector.valid.ravel())
+    top = projector.first_row
+    width = projector.camera.size[0]
+    below = np.flatnonzero((result.seg_mask[top:] == lane_id) & projector.valid[top:])
+    index = below + top * width
     points = projector.points.reshape(-1, 3)[index]
     if result.seg_confidence is None:
         return points, np.ones(len(index))
