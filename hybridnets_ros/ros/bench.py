@@ -214,16 +214,16 @@ class NodeProbe:
     def subscribe_label_info(self) -> None:
         self._subscribe(LabelInfo, "label_info", LABEL_INFO_QOS)
 
+    def subscribe(self, msg_type: type, topic: str, qos: QoSProfile = OUTPUT_QOS) -> None:
+        """Also record ``topic`` (an output the constructor does not subscribe to); ``wait_matched`` then waits for
+        its publisher too."""
+        self._subscribe(msg_type, topic, qos)
+
     def _subscribe(self, msg_type: type, topic: str, qos: QoSProfile) -> None:
         def store(msg: Any, topic: str = topic) -> None:
             with self._cond:
                 self.received.setdefault(topic, []).append((time.monotonic(), msg))
                 self._cond.notify_all()
-
-    def subscribe(self, msg_type: type, topic: str, qos: QoSProfile = OUTPUT_QOS) -> None:
-        """Also record ``topic`` (an output the constructor does not subscribe to); ``wait_matched`` then waits for
-        its publisher too."""
-        self._subscribe(msg_type, topic, qos)
 
         self.subscriptions.append(self.node.create_subscription(msg_type, topic, store, qos))
 
@@ -505,16 +505,30 @@ def _publisher(probe: NodeProbe, cameras: Sequence[str], rate_hz: float, image: 
         stop.wait(max(0.0, next_time - time.monotonic()))
 
 
+def _wait_until_idle(probe: NodeProbe, topics: Sequence[str], quiet_s: float, timeout: float) -> None:
+    """Until nothing arrived on ``topics`` for ``quiet_s`` (the frames still in the node are out), at most timeout."""
+    deadline = time.monotonic() + timeout
+    count = -1
+    while time.monotonic() < deadline:
+        now = sum(len(probe.messages(t)) for t in topics)
+        if now == count:
+            return
+        count = now
+        time.sleep(quiet_s)
+
+
 def run_realtime(config: RealtimeConfig, device: str, width: int, height: int, rate_hz: float, warmup_s: float,
-                 measure_s: float, overlay: bool, log_dir: Path, timeout: float) -> dict[str, Any]:
+                 measure_s: float, overlay: bool, log_dir: Path, timeout: float,
+                 env: Mapping[str, str] | None = None) -> dict[str, Any]:
     """Feed ``config.cameras`` cameras at ``rate_hz`` each for warmup + measure seconds; the node's output rate, its
-    receive -> publish latency (its /diagnostics, last 100 frames) and the client's round trip in the window."""
+    receive -> publish latency (its /diagnostics, last 100 frames) and the client's round trip in the window.
+    ``env``: the ROS environment of both processes (default: :func:`ros_environment`)."""
     if config.needs:
         try:
             __import__(config.needs)
         except ImportError as exc:
             return {"skipped": f"needs the Python package '{config.needs}' ({exc})"}
-    env = ros_environment()
+    env = dict(env) if env is not None else ros_environment()
     env["ROS_LOG_DIR"] = str(log_dir)
     cameras = [f"camera{i}" for i in range(config.cameras)]
     parameters = {**config.parameters, "device": device, "cameras": cameras, "input_qos": "reliable"}
@@ -536,7 +550,7 @@ def run_realtime(config: RealtimeConfig, device: str, width: int, height: int, r
             stop.set()
             feeder.join()
             window = (started + warmup_s, started + warmup_s + measure_s)
-            time.sleep(1.0)  # the last frames' outputs
+            _wait_until_idle(probe, [f"{c}/detections" for c in cameras], quiet_s=2.0, timeout=timeout)
             stats = [probe.diagnostics(f": camera {c}") for c in cameras]
             model = probe.diagnostics(": model") or {}
             received = {c: [(t, m) for t, m in probe.received.get(f"{c}/detections", [])] for c in cameras}
