@@ -530,8 +530,8 @@ class HybridNetsNode(LifecycleNode):
         that fail are counted invalid and warned about (naming the camera, rate-limited) and left out.
 
         Runs on the inference side, never on the executor thread, so a slow decode holds up no callback or
-        service. Whoever runs the pipeline calls this first on every batch (today ``_infer``; with overlapped
-        stages, the preprocessing stage): it returns the frames with ``image`` set, in order.
+        service. Whoever runs the pipeline calls this first on every batch (the first inference stage,
+        ``_prepare_stage``): it returns the frames with ``image`` set, in order.
         """
         good = []
         for frame in frames:
