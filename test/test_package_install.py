@@ -64,6 +64,7 @@ ROSDEP_KEYS = {
     "tqdm": "python3-tqdm",
     "torch": "python3-torch",
     "rosbags": "python3-rosbags-pip",
+    "simplejpeg": "python3-simplejpeg-pip",
     "PIL": "python3-pil",
     "scipy": "python3-scipy",
     "pytest": "python3-pytest",
