@@ -5,7 +5,14 @@ import math
 
 import pytest
 
-from hybridnets_ros.ros.bench import RealtimeConfig, format_realtime, realtime_configs, run_realtime
+from hybridnets_ros.ros.bench import (
+    RealtimeConfig,
+    format_image_output_costs,
+    format_realtime,
+    image_output_costs,
+    realtime_configs,
+    run_realtime,
+)
 
 
 def test_the_table_covers_old_default_auto_and_int8_serial_and_overlapped():
@@ -34,3 +41,12 @@ def test_a_short_sustained_run_reports_rate_and_latency(ros_env, tmp_path):
         assert math.isfinite(result[key]) and result[key] > 0, key
     table = format_realtime([(config, result)], 320, 240, 4.0)
     assert "torch" in table.splitlines()[-1] and "overlapped" in table.splitlines()[-1]
+
+
+def test_image_output_costs_cover_every_image_output():
+    costs = image_output_costs(320, 180, repeats=2)
+    assert set(costs["parts"]) == {"class mask at original size", "drivable + lane masks", "overlay",
+                                   "4 Image messages"}
+    assert all(median >= fastest > 0 for median, fastest in costs["parts"].values())
+    assert 0 <= costs["masked_percent"] <= 100
+    assert "all together" in format_image_output_costs(costs, 320, 180)

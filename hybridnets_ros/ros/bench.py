@@ -578,6 +578,52 @@ def run_realtime(config: RealtimeConfig, device: str, width: int, height: int, r
     }
 
 
+def image_output_costs(width: int, height: int, repeats: int = 20) -> dict[str, Any]:
+    """Median ms per frame of each image output the node builds from a pipeline result, in-process: the class mask
+    at the original size, the drivable and lane masks, the overlay, and their four ``Image`` messages. The network
+    output is the bundled model's for a synthetic frame."""
+    from hybridnets_ros.inference.pipeline import HybridNetsPipeline
+    from hybridnets_ros.inference.postprocess import FrameResult, segment
+    from hybridnets_ros.inference.visualize import draw_overlay
+
+    pipeline = HybridNetsPipeline.from_weights(None, device="cpu", backend="torch", precision="fp32")
+    image = synthetic_frame(height, width)
+    staged = pipeline.infer(pipeline.prepare([image], "bgr8"))
+    detections = pipeline.finish(staged)[0].detections
+    header = Header()
+    parts: dict[str, Callable[[], Any]] = {}
+    mask = segment(staged.raw.segmentation, pipeline.config.seg_mode, staged.letterboxes)[0]
+    result = FrameResult(detections, mask, staged.letterboxes[0])
+    parts["class mask at original size"] = lambda: segment(staged.raw.segmentation, pipeline.config.seg_mode,
+                                                            staged.letterboxes)
+    parts["drivable + lane masks"] = lambda: [conversions.class_mask(mask, k) for k in (1, 2)]
+    parts["overlay"] = lambda: draw_overlay(image, result, pipeline.class_names, pipeline.seg_names)
+    overlay = draw_overlay(image, result, pipeline.class_names, pipeline.seg_names)
+    parts["4 Image messages"] = lambda: [conversions.array_to_image(a, header, e) for a, e in
+                                         ((mask, "mono8"), (mask, "mono8"), (mask, "mono8"), (overlay, "bgr8"))]
+    costs = {}
+    for name, part in parts.items():
+        part()
+        times = []
+        for _ in range(repeats):
+            started = time.perf_counter()
+            part()
+            times.append((time.perf_counter() - started) * 1e3)
+        costs[name] = (float(np.median(times)), float(min(times)))
+    return {"parts": costs, "masked_percent": float((mask > 0).mean() * 100)}
+
+
+def format_image_output_costs(costs: Mapping[str, Any], width: int, height: int) -> str:
+    """Median and fastest ms per part (the fastest shows the cost itself where other jobs share the cores)."""
+    lines = [f"image outputs per {width}x{height} frame, in-process: ms median (fastest)"]
+    parts = costs["parts"]
+    lines += [f"  {name:32s}{median:8.1f} ({fastest:.1f})" for name, (median, fastest) in parts.items()]
+    median, fastest = (sum(v[i] for v in parts.values()) for i in (0, 1))
+    lines.append(f"  {'all together':32s}{median:8.1f} ({fastest:.1f})   {costs['masked_percent']:.0f} % of pixels "
+                 "masked")
+    return "\n".join(lines)
+
+
 def format_realtime(rows: Sequence[tuple[RealtimeConfig, Mapping[str, Any]]], width: int, height: int,
                     rate_hz: float) -> str:
     lines = [
@@ -629,6 +675,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                 return 1
             print(format_report(result, args.frames, args.width, args.height, args.overlay))
             return 0
+        print(format_image_output_costs(image_output_costs(args.width, args.height), args.width, args.height))
+        print(flush=True)
         configs = [c for c in realtime_configs(tuple(int(n) for n in args.cameras.split(",")))
                    if args.only in c.label]
         rows = []
