@@ -181,9 +181,17 @@ def bench_frames(images: dict[int, np.ndarray] | None, count: int) -> list[np.nd
 
 
 def disable_tf32() -> None:
-    """fp32 means fp32: cuDNN would otherwise run convolutions in TF32 (10-bit mantissa) on Ampere and newer."""
-    torch.backends.cudnn.allow_tf32 = False
-    torch.backends.cuda.matmul.allow_tf32 = False
+    """fp32 means fp32: cuDNN would otherwise run convolutions in TF32 (10-bit mantissa) on Ampere and newer.
+
+    The ``fp32_precision`` API where torch has it (mixing it with the legacy ``allow_tf32`` flags is an error there).
+    """
+    conv = getattr(torch.backends.cudnn, "conv", None)
+    if conv is not None and hasattr(conv, "fp32_precision"):
+        conv.fp32_precision = "ieee"
+        torch.backends.cuda.matmul.fp32_precision = "ieee"
+    else:
+        torch.backends.cudnn.allow_tf32 = False
+        torch.backends.cuda.matmul.allow_tf32 = False
 
 
 def make_pipeline(model: torch.nn.Module, config: ModelConfig, device: torch.device, precision: str,
