@@ -52,8 +52,8 @@ def launch_arguments(share: str) -> list[DeclareLaunchArgument]:
         DeclareLaunchArgument("device", default_value="",
                               description="auto, cpu, cuda or cuda:N; empty = params_file (default: auto)"),
         DeclareLaunchArgument("backend", default_value="",
-                              description="torch, onnxruntime, openvino or tensorrt; empty = params_file "
-                                          "(default: torch)"),
+                              description="auto, torch, onnxruntime, openvino or tensorrt; empty = params_file "
+                                          "(default: auto)"),
         DeclareLaunchArgument("input_qos", default_value="",
                               description="sensor_data or reliable image subscriptions; empty = params_file "
                                           "(default: sensor_data)"),

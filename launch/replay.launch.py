@@ -69,7 +69,7 @@ def generate_launch_description() -> LaunchDescription:
                               description="image topic recorded in the bag, remapped onto the node's camera"),
         DeclareLaunchArgument("weights", default_value="", description="HybridNets checkpoint; empty = params_file"),
         DeclareLaunchArgument("device", default_value="", description="auto, cpu, cuda or cuda:N; empty = params_file"),
-        DeclareLaunchArgument("backend", default_value="", description="inference backend; empty = params_file"),
+        DeclareLaunchArgument("backend", default_value="", description="inference backend; empty = params_file (auto)"),
         DeclareLaunchArgument("params_file", default_value=os.path.join(share, "config", "hybridnets.yaml"),
                               description="node parameters"),
         DeclareLaunchArgument("namespace", default_value="", description="namespace of the node and its topics"),

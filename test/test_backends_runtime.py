@@ -167,7 +167,8 @@ def test_tensorrt_engine_key_changes_with_every_input():
     base = dict(gpu_name="NVIDIA H100 80GB HBM3", compute_capability=(9, 0), trt_version="10.13.0",
                 input_shape=(3, 384, 640), max_batch=1, precision="fp16", onnx_digest="a" * 64)
     changes = dict(gpu_name="NVIDIA GeForce RTX 4090", compute_capability=(8, 9), trt_version="10.14.1",
-                   input_shape=(3, 256, 512), max_batch=8, precision="fp32", onnx_digest="b" * 64)
+                   input_shape=(3, 256, 512), max_batch=8, precision="fp32", onnx_digest="b" * 64,
+                   calibration_digest="c" * 64)
     reference = tensorrt_backend.engine_cache_key(**base)
     assert reference == tensorrt_backend.engine_cache_key(**base)
     keys = {tensorrt_backend.engine_cache_key(**{**base, field: value}) for field, value in changes.items()}

@@ -138,7 +138,7 @@ def test_cli_end_to_end_with_random_checkpoint(tiny_project: Path, tmp_path: Pat
     weights = save_checkpoint(tmp_path / "random_d0.pt", HybridNets(TINY), TINY)
     output = tmp_path / "out" / "metrics.json"
     argv = ["--weights", str(weights), "--project", str(tiny_project), "--split", "val", "--device", "cpu",
-            "--batch-size", "2", "--workers", "0", "--output", str(output)]
+            "--backend", "torch", "--batch-size", "2", "--workers", "0", "--output", str(output)]
     assert main(argv) == 0
     printed = capsys.readouterr().out
     assert "det/map50" in printed and "seg/lane/iou" in printed

@@ -5,11 +5,13 @@ original size) and prints the median ms per frame of each stage and in total, fr
 and of the forward to eager torch fp32 at the same batch size. Frames: the BDD100K demo images from
 ``../shared/data/bdd_demo`` when present (or ``--images DIR``), else synthetic 1280x720 scenes.
 
-Backend names: ``torch``, ``torch-channels-last``, ``torch-compile`` (inductor; its compile time is reported
-separately), ``onnxruntime``, ``openvino``, ``openvino-bf16`` (OpenVINO CPU with the bf16 inference precision, for
-CPUs with AMX/AVX512-BF16; not in the default set: on golden variant C it is far outside the fp32 tolerances), and
-on CUDA ``torch-fp16`` and ``tensorrt`` / ``tensorrt-fp16``. A backend that is not installed or fails is reported
-and skipped.
+Backend names: ``auto`` and ``auto-int8`` (what the node runs by default, and with precision int8; the backend
+chosen is in the notes), ``torch``, ``torch-channels-last``, ``torch-compile`` (inductor; its compile time is
+reported separately), ``onnxruntime``, ``openvino``, ``openvino-int8`` (NNCF-quantised on synthetic frames; the
+first run quantises, later runs read the cache), ``openvino-bf16`` (OpenVINO CPU with the bf16 inference precision,
+for CPUs with AMX/AVX512-BF16; not in the default set: on golden variant C it is far outside the fp32 tolerances),
+and on CUDA ``torch-fp16``, ``tensorrt`` / ``tensorrt-fp16`` / ``tensorrt-int8``. A backend that is not installed
+or fails is reported and skipped.
 
     python -m hybridnets_ros.inference.bench [--weights W] [--model-config NAME] [--frames N] [--repeats R]
         [--backends torch,onnxruntime,...] [--batch-sizes 1,4,8] [--device auto] [--json out.json]
@@ -43,8 +45,8 @@ from hybridnets_ros.model import HybridNets, ModelConfig, build_model, load_mode
 
 LOG = logging.getLogger(__name__)
 
-DEFAULT_CPU_BACKENDS = ("torch", "torch-channels-last", "onnxruntime", "openvino")
-DEFAULT_CUDA_BACKENDS = ("torch", "torch-fp16", "onnxruntime", "tensorrt", "tensorrt-fp16")
+DEFAULT_CPU_BACKENDS = ("torch", "auto", "auto-int8", "onnxruntime", "openvino")
+DEFAULT_CUDA_BACKENDS = ("torch", "auto", "torch-fp16", "onnxruntime", "tensorrt", "tensorrt-fp16")
 # ../shared/data/bdd_demo beside the repository (run from its root, or from a source checkout).
 DEMO_IMAGE_DIRS = (Path("..") / "shared" / "data" / "bdd_demo",
                    Path(__file__).resolve().parents[3] / "shared" / "data" / "bdd_demo")
@@ -64,15 +66,19 @@ class BackendSpec:
 
 def backend_specs(max_batch: int) -> dict[str, BackendSpec]:
     return {
+        "auto": BackendSpec("auto", "auto"),
+        "auto-int8": BackendSpec("auto", "int8"),
         "torch": BackendSpec("torch"),
         "torch-channels-last": BackendSpec("torch", options=(("channels_last", True),)),
         "torch-compile": BackendSpec("torch", compile=True),
         "torch-fp16": BackendSpec("torch", "fp16"),
         "onnxruntime": BackendSpec("onnxruntime"),
         "openvino": BackendSpec("openvino"),
+        "openvino-int8": BackendSpec("openvino", "int8"),
         "openvino-bf16": BackendSpec("openvino", options=(("inference_precision", "bf16"),)),
         "tensorrt": BackendSpec("tensorrt", options=(("max_batch", max_batch),)),
         "tensorrt-fp16": BackendSpec("tensorrt", "fp16", options=(("max_batch", max_batch),)),
+        "tensorrt-int8": BackendSpec("tensorrt", "int8", options=(("max_batch", max_batch),)),
     }
 
 
@@ -186,13 +192,16 @@ def build_pipeline(spec: BackendSpec, model: HybridNets, config: ModelConfig, de
     if spec.backend != "torch" and cache_dir:
         options["cache_dir"] = cache_dir
     device_arg = "cpu" if spec.backend == "openvino" else device
-    if spec.backend == "torch":
-        # The torch backend converts the module in place (fp16, channels-last, compile): each one gets its own copy,
-        # so the shared model (and the ONNX cache key, a digest of its weights) stays fp32 for the others.
+    if spec.backend in ("torch", "auto"):
+        # The torch backend (also auto's last resort) converts the module in place (fp16, channels-last, compile):
+        # each one gets its own copy, so the shared model (and the ONNX cache key, a digest of its weights) stays
+        # fp32 for the others.
         model = copy.deepcopy(model)
     start = time.perf_counter()
     backend = create_backend(spec.backend, model, config, device_arg, spec.precision, **options)
     note = f"set-up {time.perf_counter() - start:.1f} s"
+    if spec.backend == "auto":
+        note += f"; {backend.name} {backend.precision}: {backend.selection}"
     if spec.compile:
         backend.model = torch.compile(backend.model)
         note += " (+ compile on the first call, in the warm-up)"

@@ -33,6 +33,8 @@ import hybridnets_ros
 from hybridnets_ros import resources
 from hybridnets_ros.inference.backends import create_backend
 from hybridnets_ros.inference.backends.optional_import import import_runtime
+from hybridnets_ros.inference.calibration import DEFAULT_FRAMES as DEFAULT_CALIBRATION_FRAMES
+from hybridnets_ros.inference.calibration import SYNTHETIC
 from hybridnets_ros.inference.letterbox import letterbox_images
 from hybridnets_ros.inference.nms import box_iou
 from hybridnets_ros.inference.onnx_graph import (
@@ -61,7 +63,7 @@ DEFAULT_EXPORTER = "dynamo"
 METADATA_PREFIX = "hybridnets_ros."
 # Largest batch the dynamo exporter's symbolic batch dimension admits; backends pick their own limits below it.
 _MAX_DYNAMIC_BATCH = 1024
-_NOISY_LOGGERS = ("torch.onnx._internal.exporter._registration", "onnx_ir._convenience")
+_NOISY_LOGGERS = ("torch.onnx._internal.exporter._registration", "onnx_ir")
 # Agreement the check demands (the golden tolerances for a backend): boxes in the same order with IoU >= 0.99 and
 # the same classes, masks equal on >= 99.9 % of the pixels.
 MIN_BOX_IOU = 0.99
@@ -399,10 +401,19 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--verify-images", nargs="+", metavar="IMAGE",
                         help="images to check the export on (default: 2 synthetic 1280x720 frames)")
     parser.add_argument("--no-verify", action="store_true", help="skip the ONNX Runtime vs torch check")
+    parser.add_argument("--precision", choices=("fp32", "fp16", "int8"),
+                        help="fp32: the ONNX export (default); int8: quantise for OpenVINO (NNCF) into the cache the "
+                             "openvino backend reads, also written to --output (.xml + .bin) when given; with "
+                             "--tensorrt-engine: the engine's precision (fp32, fp16 (default) or int8)")
+    parser.add_argument("--calibration", default=SYNTHETIC,
+                        help="int8: calibration frames: synthetic (default), a folder of images, a video or a rosbag2 "
+                             "bag")
+    parser.add_argument("--calibration-frames", type=int, default=DEFAULT_CALIBRATION_FRAMES,
+                        help=f"int8: frames taken evenly from the calibration source (default "
+                             f"{DEFAULT_CALIBRATION_FRAMES})")
     trt = parser.add_argument_group("TensorRT (build only)")
     trt.add_argument("--tensorrt-engine", action="store_true",
                      help="build (or find) the TensorRT engine the tensorrt backend would use, in the cache, and exit")
-    trt.add_argument("--precision", choices=("fp16", "fp32"), default="fp16", help="TensorRT engine precision")
     trt.add_argument("--max-batch", type=int, default=1, help="largest batch the TensorRT engine accepts")
     trt.add_argument("--device", default="cuda", help="CUDA device for the TensorRT engine")
     parser.add_argument("--cache-dir", help="cache for ONNX files and engines (default ~/.cache/hybridnets_ros)")
@@ -434,17 +445,30 @@ def main(argv: Sequence[str] | None = None) -> int:
     # Only this package's messages at the chosen level: the exporter's libraries are chatty at INFO.
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     logging.getLogger("hybridnets_ros").setLevel(args.log_level)
-    if not args.tensorrt_engine and not args.output:
-        build_parser().error("--output is required (or use --tensorrt-engine)")
+    openvino_int8 = args.precision == "int8" and not args.tensorrt_engine
+    if not args.tensorrt_engine and not openvino_int8 and not args.output:
+        build_parser().error("--output is required (or use --tensorrt-engine, or --precision int8)")
+    if args.precision == "fp16" and not args.tensorrt_engine:
+        build_parser().error("--precision fp16 is for --tensorrt-engine; the ONNX export is fp32")
     try:
         model, config, weights = _load(args)
         if args.tensorrt_engine:
             from hybridnets_ros.inference.backends import tensorrt_backend
 
             engine = tensorrt_backend.build_engine_for_model(
-                model, config, device=args.device, precision=args.precision, max_batch=args.max_batch,
-                cache_dir=args.cache_dir, opset=args.opset, exporter=args.exporter)
+                model, config, device=args.device, precision=args.precision or "fp16", max_batch=args.max_batch,
+                cache_dir=args.cache_dir, opset=args.opset, exporter=args.exporter, calibration=args.calibration,
+                calibration_frames=args.calibration_frames)
             print(f"TensorRT engine: {engine}")
+            return 0
+        if openvino_int8:
+            from hybridnets_ros.inference.backends import openvino_backend
+
+            quantized = openvino_backend.build_int8_for_model(model, config, args.calibration,
+                                                              args.calibration_frames, args.cache_dir)
+            print(f"OpenVINO INT8 model (the openvino backend's cache): {quantized}")
+            if args.output:
+                print(f"wrote {openvino_backend.copy_ir(quantized, Path(args.output).expanduser())}")
             return 0
         postprocess = PostprocessConfig(args.score_threshold, args.nms_iou_threshold, args.pre_nms_top_k,
                                         args.max_detections)

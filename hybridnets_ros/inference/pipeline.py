@@ -95,12 +95,16 @@ class HybridNetsPipeline:
         weights: str | Path | None = None,
         model_config: str | None = None,
         device: str | torch.device = "auto",
-        precision: str = "fp32",
-        backend: str = "torch",
+        precision: str = "auto",
+        backend: str = "auto",
         postprocess: PostprocessConfig | None = None,
         **backend_options: object,
     ) -> "HybridNetsPipeline":
         """Load a checkpoint (``None``: the bundled model) and build the pipeline on ``device``.
+
+        ``backend`` and ``precision`` as for :func:`~hybridnets_ros.inference.backends.create_backend` (``auto``:
+        the fastest installed backend, fp16 on CUDA and fp32 elsewhere; ``backend_options`` such as ``calibration``
+        for int8 go to the backend).
 
         ``model_config`` (a name in ``models/`` or a yaml path) overrides the config embedded in the checkpoint;
         bare upstream state dicts default to the d3 BDD100K config. Raises FileNotFoundError when no weights are
@@ -114,9 +118,9 @@ class HybridNetsPipeline:
         pipeline = cls(create_backend(backend, model, config, torch_device, precision, **backend_options), config,
                        postprocess)
         LOG.info(
-            "loaded model '%s' (compound_coef %d, input %dx%d, classes %s, seg %s) from %s; backend %s on %s, %s",
+            "loaded model '%s' (compound_coef %d, input %dx%d, classes %s, seg %s) from %s; backend %s on %s, %s (%s)",
             config.name, config.compound_coef, *config.input_size, list(config.obj_list), list(config.seg_list),
-            path, backend, torch_device, precision,
+            path, pipeline.backend.name, torch_device, pipeline.precision, pipeline.backend.selection,
         )
         if bundled:
             LOG.warning(

@@ -23,7 +23,7 @@ import argparse
 import json
 import logging
 import sys
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -33,11 +33,14 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
-from hybridnets_ros.inference.backends.base import resolve_device
+from hybridnets_ros.inference.backends import BACKEND_CHOICES, create_backend
+from hybridnets_ros.inference.backends.base import PRECISION_CHOICES, resolve_device
+from hybridnets_ros.inference.calibration import SYNTHETIC
 from hybridnets_ros.inference.postprocess import PostprocessConfig, seg_class_map, select_detections
 from hybridnets_ros.model.anchors import generate_anchors
 from hybridnets_ros.model.checkpoint import CheckpointError, build_model
 from hybridnets_ros.model.config import ModelConfig, load_model_config
+from hybridnets_ros.model.hybridnets import HybridNetsOutput
 from hybridnets_ros.training.augment import pack_masks
 from hybridnets_ros.training.dataset import Batch, BddDataset, Entry, LabelError, collate, seg_target
 from hybridnets_ros.training.metrics import (
@@ -160,12 +163,15 @@ def evaluate_model(
     amp: bool = False,
     max_batches: int | None = None,
     progress: bool = False,
+    forward: Callable[[torch.Tensor], HybridNetsOutput] | None = None,
 ) -> dict[str, float]:
     """Reference-protocol metrics of ``model`` over ``loader`` (batches of ``dataset.collate``, without augmentation).
 
     ``model`` may be wrapped in DDP/DataParallel: the bare module runs, so calling this on one rank never waits on a
     collective. Its train/eval mode is restored afterwards. ``original_resolution`` adds dataset-wide seg IoUs at
     each image's own size (it re-reads the mask files, and needs the loader's dataset to be a BddDataset).
+    ``forward`` runs the network instead of ``model`` (an inference backend's ``forward``, returning its outputs on
+    ``device``), so a backend and precision are measured with the same protocol.
     Returns the flat dict described in the module docstring.
     """
     device = torch.device(device)
@@ -191,7 +197,7 @@ def evaluate_model(
             if max_batches is not None and i >= max_batches:
                 break
             with torch.autocast(device.type, enabled=amp and device.type == "cuda"):
-                out = net(normalise_images(batch.images, config, device))
+                out = (forward or net)(normalise_images(batch.images, config, device))
             selected = select_detections(out.regression, out.classification, anchors, config.input_size, post)
             for (boxes, scores, classes), lb, ann in zip(selected, batch.letterboxes, batch.annotations):
                 gt = ann[ann[:, 4] >= 0]  # rows of -1 pad the batch
@@ -236,6 +242,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--model-config", default=None,
                         help="model config name or yaml; default: the one embedded in the checkpoint")
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, ... (default: auto)")
+    parser.add_argument("--backend", default="auto", choices=BACKEND_CHOICES,
+                        help="inference backend the network runs on (default auto: as the node picks it)")
+    parser.add_argument("--precision", default="auto", choices=PRECISION_CHOICES,
+                        help="auto (fp16 on CUDA, else fp32), fp32, fp16 or int8 (openvino, tensorrt)")
+    parser.add_argument("--calibration", default=SYNTHETIC,
+                        help="int8: calibration frames: synthetic (default), a folder of images, a video or a bag")
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--workers", type=int, default=2, help="data loader worker processes (default: 2)")
     parser.add_argument("--score-threshold", type=float, default=0.001, help="detection score threshold (0.001)")
@@ -257,7 +269,11 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     project = ProjectConfig.from_yaml(args.project)  # cheap checks first: a typo fails before the model is built
     device = resolve_device(args.device)
     config = load_model_config(args.model_config) if args.model_config else None
-    model, config = build_model(args.weights, config, device)
+    model, config = build_model(args.weights, config, "cpu")
+    backend = create_backend(args.backend, model, config, device, args.precision,
+                             **({"calibration": args.calibration} if args.precision == "int8" else {}))
+    # The ONNX-based backends return CPU tensors whatever the device: evaluate there.
+    device = backend.device
     dataset: torch.utils.data.Dataset = BddDataset(project, args.split, config, skip_bad_labels=args.skip_bad_labels)
     if args.max_images is not None:
         dataset = torch.utils.data.Subset(dataset, range(min(args.max_images, len(dataset))))
@@ -275,6 +291,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         original_resolution=not args.no_original_resolution,
         amp=args.amp,
         progress=sys.stderr.isatty(),
+        forward=backend.forward,
     )
     document = {
         "weights": str(args.weights),
@@ -287,6 +304,10 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             "pre_nms_top_k": args.pre_nms_top_k,
             "operating_threshold": args.operating_threshold,
             "device": str(device),
+            "backend": backend.name,
+            "precision": backend.precision,
+            "backend_selection": backend.selection,
+            **({"calibration": args.calibration} if backend.precision == "int8" else {}),
         },
         "metrics": metrics,
     }
@@ -301,7 +322,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     try:
         document = run(args)
-    except (CheckpointError, ProjectConfigError, LabelError, FileNotFoundError, ValueError) as err:
+    except (CheckpointError, ProjectConfigError, LabelError, FileNotFoundError, ValueError, ImportError) as err:
         print(f"hybridnets-eval: error: {err}", file=sys.stderr)
         return 2
     print(format_table(document["metrics"]))

@@ -7,7 +7,10 @@ import torch
 
 from hybridnets_ros.model.hybridnets import HybridNetsOutput
 
-PRECISIONS = ("fp32", "fp16")
+# What a backend computes in; int8 only where the backend quantises (openvino, tensorrt).
+PRECISIONS = ("fp32", "fp16", "int8")
+# What a user may ask for: a precision, or "auto" (fp16 on CUDA, fp32 elsewhere; never int8, which costs accuracy).
+PRECISION_CHOICES = ("auto", *PRECISIONS)
 
 
 @runtime_checkable
@@ -21,6 +24,8 @@ class InferenceBackend(Protocol):
     name: str
     device: torch.device
     precision: str
+    # Why this backend runs: "requested", or the automatic choice's reason (set by ``create_backend``).
+    selection: str
 
     def forward(self, x: torch.Tensor) -> HybridNetsOutput: ...
 
@@ -52,8 +57,20 @@ def resolve_device(device: str | torch.device) -> torch.device:
     return torch.device("cuda", index)
 
 
+def resolve_precision(precision: str, device: torch.device) -> str:
+    """``auto`` -> fp16 on CUDA, fp32 elsewhere; any other value is returned as given (checked by the backend)."""
+    if precision not in PRECISION_CHOICES:
+        raise ValueError(f"unknown precision '{precision}': use one of {list(PRECISION_CHOICES)}")
+    if precision == "auto":
+        return "fp16" if device.type == "cuda" else "fp32"
+    return precision
+
+
 def check_precision(precision: str, device: torch.device) -> str:
-    """Validate ``precision`` for ``device``: fp32 anywhere, fp16 only on CUDA."""
+    """Validate ``precision`` for ``device`` for a float-only backend: fp32 anywhere, fp16 only on CUDA."""
+    if precision == "int8":
+        raise ValueError("precision int8 is quantised by the openvino (CPU) and tensorrt (CUDA) backends only: use "
+                         "one of those, or backend auto")
     if precision not in PRECISIONS:
         raise ValueError(f"unknown precision '{precision}': use one of {list(PRECISIONS)}")
     if precision == "fp16" and device.type != "cuda":

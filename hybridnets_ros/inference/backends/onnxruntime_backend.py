@@ -30,6 +30,7 @@ class OnnxRuntimeBackend:
     """
 
     name = "onnxruntime"
+    selection = "requested"
 
     def __init__(self, session, device: torch.device, precision: str) -> None:  # noqa: ANN001 (optional package)
         self.session = session

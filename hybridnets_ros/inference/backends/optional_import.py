@@ -10,6 +10,7 @@ PIP_REQUIREMENTS = {
     "openvino": "openvino==2026.4.1",
     "tensorrt": "tensorrt",
     "onnx": "onnx==1.23.2",
+    "nncf": "nncf==3.4.0",
 }
 
 

@@ -6,9 +6,15 @@ precision and the sha256 of the ONNX file (which itself is keyed by the weights)
 anything that changes gives another file name. ``hybridnets-export --tensorrt-engine`` builds one ahead of time.
 
 The engine takes any batch from 1 to ``max_batch`` (an optimisation profile); its inputs and outputs stay float32
-(fp16 is used inside), and it runs on torch's current CUDA stream with torch-allocated buffers.
+(fp16 or int8 is used inside), and it runs on torch's current CUDA stream with torch-allocated buffers.
 
-Options: ``onnx_path``, ``cache_dir``, ``max_batch`` (default 1), ``workspace_gb`` (default 2).
+``precision="int8"``: TensorRT's entropy calibration (``IInt8EntropyCalibrator2``) over calibration frames
+(``calibration``: ``synthetic`` by default, or a folder, a video, a rosbag2 bag; see
+:mod:`hybridnets_ros.inference.calibration`); layers without int8 kernels stay fp32. The calibration inputs' digest
+is part of the engine's cache key. Written to the TensorRT 8.6/10 Python API; not yet run on a GPU.
+
+Options: ``onnx_path``, ``cache_dir``, ``max_batch`` (default 1), ``workspace_gb`` (default 2), ``calibration`` and
+``calibration_frames`` (int8 only).
 """
 from __future__ import annotations
 
@@ -24,6 +30,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from hybridnets_ros.inference import calibration as calib
 from hybridnets_ros.inference.backends.base import check_precision, resolve_device
 from hybridnets_ros.inference.backends.onnx_cache import cache_root, cached_raw_onnx, file_digest
 from hybridnets_ros.inference.backends.optional_import import import_runtime
@@ -44,9 +51,11 @@ def engine_cache_key(
     max_batch: int,
     precision: str,
     onnx_digest: str,
+    calibration_digest: str | None = None,
 ) -> str:
-    """A short hex key naming one engine; it changes with every argument."""
+    """A short hex key naming one engine; it changes with every argument (``calibration_digest``: int8 only)."""
     identity = {
+        "calibration": calibration_digest,
         "gpu": gpu_name,
         "sm": list(compute_capability),
         "tensorrt": trt_version,
@@ -62,6 +71,35 @@ def _trt():  # noqa: ANN202
     return import_runtime("tensorrt", "tensorrt", _INSTALL_HINT)
 
 
+def int8_calibrator(trt, inputs: torch.Tensor, device: torch.device):  # noqa: ANN001, ANN201
+    """An ``IInt8EntropyCalibrator2`` feeding ``inputs`` (N,3,H,W) one frame at a time from a CUDA buffer."""
+
+    class FrameCalibrator(trt.IInt8EntropyCalibrator2):
+        def __init__(self) -> None:
+            trt.IInt8EntropyCalibrator2.__init__(self)  # pybind base: initialised explicitly
+            self.next_index = 0
+            self.buffer = torch.empty((1, *inputs.shape[1:]), dtype=torch.float32, device=device)
+
+        def get_batch_size(self) -> int:
+            return 1
+
+        def get_batch(self, names: list[str]) -> list[int] | None:  # noqa: ARG002 (one input)
+            if self.next_index >= inputs.shape[0]:
+                return None
+            self.buffer.copy_(inputs[self.next_index:self.next_index + 1])
+            torch.cuda.synchronize(device)  # TensorRT reads the buffer on its own stream
+            self.next_index += 1
+            return [int(self.buffer.data_ptr())]
+
+        def read_calibration_cache(self) -> None:
+            return None  # the engine itself is cached under the calibration digest
+
+        def write_calibration_cache(self, cache: bytes) -> None:
+            return None
+
+    return FrameCalibrator()
+
+
 def build_engine(
     onnx_path: Path,
     engine_path: Path,
@@ -69,8 +107,11 @@ def build_engine(
     max_batch: int,
     input_hw: Sequence[int],
     workspace_gb: float = 2.0,
+    calibration_inputs: torch.Tensor | None = None,
+    device: torch.device | None = None,
 ) -> Path:
-    """Build a serialized engine from a raw-heads ONNX file and write it atomically to ``engine_path``."""
+    """Build a serialized engine from a raw-heads ONNX file and write it atomically to ``engine_path``
+    (int8: calibrated on ``calibration_inputs`` (N,3,H,W), copied to ``device`` frame by frame)."""
     trt = _trt()
     logger = trt.Logger(trt.Logger.WARNING)
     builder = trt.Builder(logger)
@@ -92,6 +133,15 @@ def build_engine(
     # Optimised for batch 1 (the node's latency case); larger batches up to max_batch still run.
     profile.set_shape(RAW_INPUTS[0], (1, 3, h, w), (1, 3, h, w), (max_batch, 3, h, w))
     builder_config.add_optimization_profile(profile)
+    if precision == "int8":
+        if calibration_inputs is None or device is None:
+            raise ValueError("an int8 engine needs calibration inputs and their CUDA device")
+        builder_config.set_flag(trt.BuilderFlag.INT8)
+        builder_config.int8_calibrator = int8_calibrator(trt, calibration_inputs, device)
+        # Calibration runs at batch 1 whatever the profile admits.
+        calibration_profile = builder.create_optimization_profile()
+        calibration_profile.set_shape(RAW_INPUTS[0], (1, 3, h, w), (1, 3, h, w), (1, 3, h, w))
+        builder_config.set_calibration_profile(calibration_profile)
     serialized = builder.build_serialized_network(network, builder_config)
     if serialized is None:
         raise RuntimeError(f"TensorRT could not build an engine from {onnx_path} (see the TensorRT messages above)")
@@ -114,12 +164,15 @@ def cached_engine(
     max_batch: int,
     cache_dir: str | os.PathLike | None = None,
     workspace_gb: float = 2.0,
+    calibration: tuple[torch.Tensor, str] | None = None,
 ) -> Path:
-    """The cached engine for these settings, built first (with a log line, it takes minutes) when missing."""
+    """The cached engine for these settings, built first (with a log line, it takes minutes) when missing.
+    ``calibration``: (inputs (N,3,H,W), their digest), int8 only."""
     trt = _trt()
     gpu = torch.cuda.get_device_name(device)
+    inputs, digest = calibration if calibration is not None else (None, None)
     key = engine_cache_key(gpu, torch.cuda.get_device_capability(device), trt.__version__,
-                           (3, *config.input_size), max_batch, precision, file_digest(onnx_path))
+                           (3, *config.input_size), max_batch, precision, file_digest(onnx_path), digest)
     path = cache_root(cache_dir) / "tensorrt" / f"{config.name}_{precision}_b{max_batch}_{key}.engine"
     if path.is_file():
         LOG.info("using cached TensorRT engine %s", path)
@@ -128,7 +181,7 @@ def cached_engine(
                 "several minutes once, the engine is cached at %s", precision, gpu, trt.__version__, max_batch,
                 *config.input_size, onnx_path, path)
     start = time.perf_counter()
-    build_engine(onnx_path, path, precision, max_batch, config.input_size, workspace_gb)
+    build_engine(onnx_path, path, precision, max_batch, config.input_size, workspace_gb, inputs, device)
     LOG.warning("TensorRT engine built in %.0f s", time.perf_counter() - start)
     return path
 
@@ -137,6 +190,7 @@ class TensorRtBackend:
     """One execution context over a deserialized engine; float32 I/O on torch's current stream."""
 
     name = "tensorrt"
+    selection = "requested"
 
     def __init__(self, engine, device: torch.device, precision: str, max_batch: int) -> None:  # noqa: ANN001
         self.engine = engine
@@ -186,13 +240,16 @@ def build_engine_for_model(
     workspace_gb: float = 2.0,
     opset: int | None = None,
     exporter: str | None = None,
+    calibration: str = calib.SYNTHETIC,
+    calibration_frames: int = calib.DEFAULT_FRAMES,
 ) -> Path:
     """The engine file the backend uses for these settings, exported and built if needed (build-only mode)."""
     trt = _trt()
     device = resolve_device(device)
     if device.type != "cuda":
         raise ValueError(f"the tensorrt backend needs a CUDA device, got '{device}'")
-    check_precision(precision, device)
+    if precision != "int8":
+        check_precision(precision, device)
     if max_batch < 1:
         raise ValueError(f"max_batch must be >= 1, got {max_batch}")
     if int(trt.__version__.split(".")[0]) < 10 and opset is None and exporter is None:
@@ -200,8 +257,9 @@ def build_engine_for_model(
         opset, exporter = 17, "torchscript"
     onnx_file = cached_raw_onnx(model, config, onnx_path=onnx_path, cache_dir=cache_dir, opset=opset,
                                 exporter=exporter)
+    calibration_set = calib.calibration_inputs(calibration, config, calibration_frames) if precision == "int8" else None
     with torch.cuda.device(device):
-        return cached_engine(onnx_file, config, device, precision, max_batch, cache_dir, workspace_gb)
+        return cached_engine(onnx_file, config, device, precision, max_batch, cache_dir, workspace_gb, calibration_set)
 
 
 def create(
@@ -213,10 +271,12 @@ def create(
     cache_dir: str | os.PathLike | None = None,
     max_batch: int = 1,
     workspace_gb: float = 2.0,
+    calibration: str = calib.SYNTHETIC,
+    calibration_frames: int = calib.DEFAULT_FRAMES,
 ) -> TensorRtBackend:
     """Backend factory used by :func:`hybridnets_ros.inference.backends.create_backend`."""
     engine_path = build_engine_for_model(model, config, device, precision, max_batch, cache_dir, onnx_path,
-                                         workspace_gb)
+                                         workspace_gb, calibration=calibration, calibration_frames=calibration_frames)
     device = resolve_device(device)
     with torch.cuda.device(device):
         backend = TensorRtBackend(load_engine(engine_path), device, precision, max_batch)

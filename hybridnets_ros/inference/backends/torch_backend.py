@@ -13,6 +13,7 @@ class TorchBackend:
     """Runs an ``nn.Module`` returning :class:`HybridNetsOutput`; outputs are always float32."""
 
     name = "torch"
+    selection = "requested"
 
     def __init__(self, model: nn.Module, device: torch.device, precision: str, channels_last: bool = False) -> None:
         self.device = device
