@@ -60,7 +60,8 @@ setup(
     ],
     extras_require={
         "onnx": ["onnx==1.23.2", "onnxruntime==1.32.0", "onnxscript"],
-        "openvino": ["openvino==2026.4.1"],
+        # nncf: post-training INT8 quantisation for the openvino backend (precision int8)
+        "openvino": ["openvino==2026.4.1", "nncf==3.4.0"],
         "train": ["tensorboard"],
         "test": ["pytest", "pytest-timeout", "catkin_pkg"],
         "ros-pip": ROS_PIP,
@@ -71,6 +72,7 @@ setup(
             "hybridnets-infer = hybridnets_ros.inference.cli:main",
             "hybridnets-export = hybridnets_ros.inference.export:main",
             "hybridnets-train = hybridnets_ros.training.train:main",
+            "hybridnets-distill = hybridnets_ros.training.distill_train:main",
             "hybridnets-eval = hybridnets_ros.training.evaluate:main",
             "hybridnets-anchors = hybridnets_ros.training.anchors:main",
             "hybridnets-synth = hybridnets_ros.training.synth:main",

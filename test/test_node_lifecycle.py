@@ -122,7 +122,7 @@ def test_truncated_weights_name_the_file(ros_env, tmp_path, d0_weights) -> None:
 def test_invalid_parameter_value_at_start_is_reported(ros_env, tmp_path) -> None:
     code, log = _exit_code_and_log(ros_env, tmp_path, {"precision": "fp8"})
     assert code == 2
-    assert "cannot start" in log and "precision must be one of fp32, fp16" in log
+    assert "cannot start" in log and "precision must be one of auto, fp32, fp16, int8" in log
     assert "Traceback" not in log
 
 

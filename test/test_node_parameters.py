@@ -70,7 +70,7 @@ def test_thresholds_have_ranges(node: HybridNetsNode) -> None:
         ("score_threshold", 1.5, ""),  # rclpy's range check gives its own reason
         ("nms_iou_threshold", -0.1, ""),
         ("max_detections", 0, ""),
-        ("precision", "fp8", "precision must be one of fp32, fp16"),
+        ("precision", "fp8", "precision must be one of auto, fp32, fp16, int8"),
         ("backend", "tflite", "backend must be one of"),
         ("device", "gpu0", "device must be auto, cpu, cuda or cuda:N"),
         ("cameras", ["front", "front"], "unique"),

@@ -165,6 +165,7 @@ class ModelInfo:
     backend: str
     device: str
     precision: str
+    backend_selection: str = "requested"  # why this backend runs: requested, or backend auto's reason
 
 
 def _format(value: object) -> str:
@@ -199,6 +200,7 @@ def model_status(node_name: str, info: ModelInfo, report: dict[str, float]) -> D
         "model": info.model,
         "weights": info.weights,
         "backend": info.backend,
+        "backend_selection": info.backend_selection,
         "device": info.device,
         "precision": info.precision,
         **report,

@@ -78,8 +78,14 @@ PARAMETERS = (
     ParamSpec("model_config", "", "architecture: a models/ config name or yaml path; empty = the one stored in the "
               "checkpoint (a bare state dict, like the official hybridnets.pth, means hybridnets_d3_bdd100k)"),
     ParamSpec("device", "auto", "auto (cuda if available, else cpu), cpu, cuda or cuda:N"),
-    ParamSpec("precision", "fp32", "fp32 or fp16 (fp16 needs a GPU)", choices=("fp32", "fp16")),
-    ParamSpec("backend", "torch", "inference backend", choices=("torch", "onnxruntime", "openvino", "tensorrt")),
+    ParamSpec("precision", "auto", "auto (fp16 on a GPU, else fp32), fp32, fp16 (GPU only) or int8 (backends "
+              "openvino, tensorrt or auto; quantised once on the calibration frames, then cached)",
+              choices=("auto", "fp32", "fp16", "int8")),
+    ParamSpec("backend", "auto", "inference backend; auto = TensorRT (else torch) on a GPU, OpenVINO (else ONNX "
+              "Runtime, else torch) on the CPU; the choice and its reason are logged and in /diagnostics",
+              choices=("auto", "torch", "onnxruntime", "openvino", "tensorrt")),
+    ParamSpec("calibration", "synthetic", "frames int8 is calibrated on (precision int8 only): synthetic (generated "
+              "scenes), or a folder of images, a video file or a rosbag2 bag"),
     ParamSpec("score_threshold", 0.25, "detections with a lower score are dropped", value_range=(0.0, 1.0), live=True),
     ParamSpec("nms_iou_threshold", 0.3, "boxes overlapping a better one of their class by more IoU are suppressed",
               value_range=(0.0, 1.0), live=True),
@@ -370,7 +376,10 @@ class HybridNetsNode(LifecycleNode):
                 f"weights file '{weights}' does not exist: set the parameter 'weights' to a HybridNets checkpoint "
                 "(.pt, e.g. hybridnets.pth or one written by hybridnets-train), or leave it empty for the bundled model"
             )
-        params = {name: self.get_parameter(name).value for name in ("model_config", "device", "precision", "backend")}
+        params = {name: self.get_parameter(name).value
+                  for name in ("model_config", "device", "precision", "backend", "calibration")}
+        # The calibration source only matters to (and is only accepted by) the quantising backends.
+        int8_options = {"calibration": params["calibration"]} if params["precision"] == "int8" else {}
         started = time.monotonic()
         pipeline = HybridNetsPipeline.from_weights(
             weights=weights,
@@ -379,15 +388,17 @@ class HybridNetsNode(LifecycleNode):
             precision=params["precision"],
             backend=params["backend"],
             postprocess=PostprocessConfig(**{k: self._live[k] for k in THRESHOLD_PARAMETERS}),
+            **int8_options,
         )
         loaded = time.monotonic()
         self._warm_up(pipeline, len(self.get_parameter("cameras").value))
         self._model_info = diagnostics.ModelInfo(
             model=pipeline.config.name,
             weights=weights or "bundled",
-            backend=getattr(pipeline.backend, "name", params["backend"]),
+            backend=pipeline.backend.name,
             device=str(pipeline.device),
             precision=pipeline.precision,
+            backend_selection=pipeline.backend.selection,
         )
         self._drivable_id = seg_class_id(pipeline.seg_names, DRIVABLE_NAMES)
         self._lane_id = seg_class_id(pipeline.seg_names, LANE_NAMES)
