@@ -1,4 +1,5 @@
-"""The node on the OpenVINO backend: its published boxes and masks are the torch pipeline's."""
+"""The node with its default backend (auto, which picks OpenVINO where it is installed): its published boxes and
+masks are the torch pipeline's, and /diagnostics says which backend runs and why."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -20,7 +21,7 @@ pytestmark = pytest.mark.slow
 TIMEOUT = 300.0  # the node exports the ONNX model on its first start; the machine may be busy
 
 
-def test_node_on_openvino_publishes_the_torch_results(ros_env, tmp_path: Path):
+def test_node_on_auto_runs_openvino_and_publishes_the_torch_results(ros_env, tmp_path: Path):
     model, config = small_d0_model()
     weights = save_checkpoint(tmp_path / "d0.pt", model, config)
     # Two sizes; synthetic scenes, whose scores this small model spreads evenly (on the demo images it gives
@@ -36,11 +37,15 @@ def test_node_on_openvino_publishes_the_torch_results(ros_env, tmp_path: Path):
 
     env = {**ros_env, "HYBRIDNETS_ROS_CACHE": str(tmp_path / "cache")}
     parameters = {
-        "weights": str(weights), "device": "cpu", "backend": "openvino", "input_qos": "reliable",
+        "weights": str(weights), "device": "cpu", "input_qos": "reliable",
         "max_batch_wait_ms": 0, "cameras": ["camera"], "score_threshold": postprocess.score_threshold,
         "nms_iou_threshold": postprocess.nms_iou_threshold, "max_detections": postprocess.max_detections,
     }
     with running_node(env, tmp_path, parameters, {"cameras": ("camera",)}, timeout=TIMEOUT) as (node, probe):
+        model_status = probe.wait_for_diagnostics(": model", TIMEOUT)
+        assert model_status is not None, node.log()
+        assert model_status["backend"] == "openvino" and model_status["precision"] == "fp32"
+        assert model_status["backend_selection"] == "auto on cpu fp32: openvino (fastest installed)"
         for frame, want in zip(frames, expected):
             msg = conversions.array_to_image(frame, unique_header(), "rgb8")
             probe.publish("camera", msg)
@@ -55,5 +60,6 @@ def test_node_on_openvino_publishes_the_torch_results(ros_env, tmp_path: Path):
             seg = conversions.image_to_array(segmentation)[:, :, 0]
             assert mask_agreement(want.seg_mask, seg) >= 0.999
     log = node.log()
-    assert "openvino" in log and "Traceback" not in log
+    assert log.count("backend auto on cpu fp32: openvino (fastest installed)") == 1, "the choice is logged once"
+    assert "Traceback" not in log
     assert list((tmp_path / "cache").glob("*.onnx")), "the node should have exported into the configured cache"
