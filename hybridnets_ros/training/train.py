@@ -14,6 +14,14 @@ loss terms are not computed at all:
 
 1. ``--freeze-seg`` (detection), 2. ``--freeze-backbone --freeze-det`` (segmentation), 3. end to end.
 
+Semi-supervised: ``--semi-supervised cst --unlabeled SRC ...`` adds unlabeled frames (image folders, videos,
+rosbag2) through cycle self-training (``cst.py``); the checkpoints hold student 1.
+
+Beyond one machine and one GPU's memory (README, "Training at scale"): ``--grad-compression ternary|powersgd``
+(compressed DDP gradients, :mod:`grad_compression`), ``--activation-checkpointing`` (:mod:`checkpointing`),
+``--local-modules 2|4`` (InfoPro local learning, :mod:`infopro`); multi-node runs are torchrun with a c10d rendezvous.
+Only rank 0 writes checkpoints, logs and TensorBoard; a checkpoint resumes under any world size.
+
 The output folder receives ``last.pt`` (every ``--save-every`` epochs and at the end, with optimizer/scheduler state
 for ``--resume``), ``best.pt`` (highest validation fitness, see :func:`fitness`) and ``tensorboard/`` (loss terms and
 learning rate per step, validation metrics and a few prediction images per validation). Both checkpoints embed the
@@ -54,10 +62,12 @@ from hybridnets_ros.model.hybridnets import HybridNets
 from hybridnets_ros.training import distributed, infopro
 from hybridnets_ros.training import grad_compression as compression
 from hybridnets_ros.training.checkpointing import enable_activation_checkpointing
+from hybridnets_ros.training.cst import SEMI_SUPERVISED, CycleSelfTraining, build_cst
 from hybridnets_ros.training.dataset import Batch, BddDataset, LabelError, collate, describe
 from hybridnets_ros.training.evaluate import evaluate_model, normalise_images
 from hybridnets_ros.training.losses import HybridNetsLoss, LossTerms
 from hybridnets_ros.training.project import ProjectConfig, ProjectConfigError
+from hybridnets_ros.training.unlabeled import add_unlabeled_arguments
 
 logger = logging.getLogger(__name__)
 
@@ -111,6 +121,13 @@ class TrainOptions:
     powersgd_start: int = 10
     activation_checkpointing: bool = False
     local_modules: int = 0
+    semi_supervised: str = "none"
+    unlabeled: list[str] | None = None
+    topic: str | None = None
+    every: int = 1
+    min_gap: float = 0.0
+    ema_decay: float = 0.999
+    burn_in: int = 0
 
     def validate(self) -> None:
         if self.optimizer not in ("adamw", "sgd"):
@@ -135,6 +152,13 @@ class TrainOptions:
         if self.local_modules and self.local_modules not in infopro.LOCAL_MODULE_COUNTS:
             raise ValueError(f"--local-modules must be 0 (end-to-end) or one of {infopro.LOCAL_MODULE_COUNTS}, "
                              f"got {self.local_modules}")
+        if self.semi_supervised not in SEMI_SUPERVISED:
+            raise ValueError(f"--semi-supervised must be one of {', '.join(SEMI_SUPERVISED)}, "
+                             f"got {self.semi_supervised!r}")
+        if self.semi_supervised == "cst" and (not self.unlabeled or self.local_modules or self.freeze_backbone
+                                              or self.freeze_det or self.freeze_seg):
+            raise ValueError("--semi-supervised cst needs --unlabeled sources and trains whole networks end to end "
+                             "(no --freeze-* or --local-modules)")
         if self.resume and self.weights is None and not (Path(self.output) / "last.pt").is_file():
             raise ValueError(f"--resume without --weights continues {Path(self.output) / 'last.pt'}, which is missing")
 
@@ -235,6 +259,11 @@ class Trainer:
         self.aux_heads: nn.ModuleList | None = None
         if options.local_modules:
             self._build_local_modules()
+        self.cst: CycleSelfTraining | None = None
+        if options.semi_supervised == "cst":
+            if self.context.is_distributed:
+                raise ValueError("--semi-supervised cst trains in one process; run it without torchrun")
+            self.cst = build_cst(self.model, self.config, options, self.device)
         self.net: nn.Module = self.model
         self.comm_stats: compression.CommStats | None = None
         self.dense_comm_bytes = 0
@@ -275,6 +304,7 @@ class Trainer:
         total = options.epochs * self.steps_per_epoch
         self.total_steps = min(total, options.max_steps) if options.max_steps else total
         optimized = self.trainable + (list(self.aux_heads.parameters()) if self.aux_heads is not None else [])
+        optimized += self.cst.parameters() if self.cst is not None else []
         self.optimizer = build_optimizer(optimized, options)
         self.scheduler = build_scheduler(self.optimizer, options, self.total_steps)
         self.start_epoch = 0
@@ -332,6 +362,11 @@ class Trainer:
                              "value (or start a new run from it with --weights and without --resume)")
         if self.aux_heads is not None:
             self.aux_heads.load_state_dict(state["local_heads"])
+        if self.cst is not None:
+            if state.get("cst") is None:
+                raise ValueError(f"'{path}' was not trained with --semi-supervised cst; start a new CST run from it "
+                                 "with --weights and without --resume")
+            self.cst.load_state_dict(state["cst"])
         self.optimizer.load_state_dict(state["optimizer"])
         if self.scheduler is not None and state.get("scheduler") is not None:
             self.scheduler.load_state_dict(state["scheduler"])
@@ -418,6 +453,9 @@ class Trainer:
         else:
             terms = self.compute_losses(batch)
         loss = terms.total()
+        if self.cst is not None:
+            loss, cst_values = self.cst.loss(self, batch, terms, self.global_step)
+            local.update(cst_values)  # logged like InfoPro's local losses (the two never run together)
         self._check_finite(loss, terms.as_floats(), batch)
         self.scaler.scale(loss).backward()
         if self.options.grad_clip:
@@ -428,6 +466,8 @@ class Trainer:
         if isinstance(self.scheduler, torch.optim.lr_scheduler.LambdaLR):
             self.scheduler.step()
         self.global_step += 1
+        if self.cst is not None:
+            self.cst.after_step(self.global_step)
         self.last_step_stats = {"step_seconds": time.perf_counter() - started}
         if self.context.is_distributed:
             sent = self.comm_stats.take() if self.comm_stats is not None else self.dense_comm_bytes
@@ -494,6 +534,7 @@ class Trainer:
             "metrics": metrics or {},
             "train_options": {k: v for k, v in asdict(self.options).items() if v is not None},
             "local_heads": self.aux_heads.state_dict() if self.aux_heads is not None else None,
+            "cst": self.cst.state_dict() if self.cst is not None else None,
         }
 
     def fit(self) -> dict[str, Any]:
@@ -680,6 +721,13 @@ def build_parser() -> argparse.ArgumentParser:
     scale.add_argument("--local-modules", type=int, default=0,
                        help="InfoPro local learning: 2 or 4 gradient-isolated modules with auxiliary heads "
                             "(one process; 0: end-to-end)")
+    semi = p.add_argument_group("semi-supervised (see the README's 'Learning from unlabeled drives')")
+    semi.add_argument("--semi-supervised", choices=SEMI_SUPERVISED, default="none",
+                      help="cst: cycle self-training of two student/EMA-teacher pairs on labeled + unlabeled batches")
+    semi.add_argument("--ema-decay", type=float, default=0.999, help="cst: teacher = EMA of its student")
+    semi.add_argument("--burn-in", type=int, default=0,
+                      help="cst: steps on labeled batches only, teachers copying their students")
+    add_unlabeled_arguments(p, required=False)
     return p
 
 
