@@ -176,3 +176,11 @@ def test_raw_encodings_convert_to_rgb():
         raw_image_to_rgb("32FC1", 4, 6, 24, False, np.zeros(96, np.uint8), "t")
     with pytest.raises(UnlabeledSourceError, match="does not match its 10 data bytes"):
         raw_image_to_rgb("rgb8", 4, 6, 18, False, np.zeros(10, np.uint8), "t")
+
+
+def test_missing_or_unknown_sources_are_refused_at_once(tmp_path):
+    with pytest.raises(UnlabeledSourceError, match="missing: no such file or folder"):
+        UnlabeledStream([tmp_path / "missing"], (128, 128))
+    (tmp_path / "notes.txt").write_text("x")
+    with pytest.raises(UnlabeledSourceError, match="notes.txt: not an image folder, a video"):
+        UnlabeledStream([tmp_path / "notes.txt"], (128, 128))

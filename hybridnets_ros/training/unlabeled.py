@@ -19,7 +19,6 @@ converter, ``ros/conversions.py``, works on rclpy messages).
 from __future__ import annotations
 
 import argparse
-import logging
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterator, NamedTuple, Sequence
@@ -29,8 +28,6 @@ import numpy as np
 import torch
 
 from hybridnets_ros.inference.letterbox import Letterbox
-
-logger = logging.getLogger(__name__)
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
 VIDEO_SUFFIXES = (".mp4", ".avi", ".mkv", ".mov", ".webm", ".m4v")
@@ -272,7 +269,8 @@ class UnlabeledStream:
         self.seed = seed
         self.shuffle_buffer = shuffle_buffer
         for source in self.sources:  # fail now, not in the middle of a run
-            if is_bag(source) and source.exists():
+            source_frames(source, topic)
+            if is_bag(source):
                 bag_image_topic(source, topic)
 
     def frames(self, pass_index: int = 0) -> Iterator[Frame]:
@@ -280,10 +278,6 @@ class UnlabeledStream:
         kept = (frame for source in self.sources for frame in self.subsample.select(source_frames(source, self.topic)))
         rng = np.random.default_rng((self.seed, pass_index))
         return shuffled(kept, self.shuffle_buffer, rng)
-
-    def count(self) -> int:
-        """Frames per pass (reads every source once; bag and folder frames are not decoded)."""
-        return sum(1 for _ in self.frames())
 
     def decode(self, frame: Frame, store: Any = None) -> np.ndarray:
         """(H,W,3) uint8 RGB of a frame at its recorded size."""
