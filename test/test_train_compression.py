@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import os
-import socket
 from pathlib import Path
 
 import pytest
@@ -10,7 +9,7 @@ import torch
 import torch.multiprocessing as mp
 
 from hybridnets_ros.training import grad_compression as gc
-from train_support import small_config, synth_project
+from train_support import free_port, small_config, synth_project
 
 
 def _gradient(n: int, seed: int = 0) -> torch.Tensor:
@@ -78,12 +77,6 @@ def test_messages_decode_to_the_mean_of_every_rank_and_small_tensors_are_not_cli
 STEPS = 3
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def _rank_main(rank: int, world: int, port: int, project: str, config: str, method: str, out: str) -> None:
     os.environ.update(RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE=str(world), MASTER_ADDR="127.0.0.1",
                       MASTER_PORT=str(port))
@@ -118,7 +111,7 @@ def test_two_gloo_ranks_end_every_step_with_identical_parameters(tmp_path_factor
                                                                    method: str) -> None:
     project = synth_project(tmp_path_factory)
     config = small_config(tmp_path)  # d0 at 128x256
-    mp.spawn(_rank_main, args=(2, _free_port(), str(project), str(config), method, str(tmp_path)), nprocs=2)
+    mp.spawn(_rank_main, args=(2, free_port(), str(project), str(config), method, str(tmp_path)), nprocs=2)
     records = [torch.load(tmp_path / f"rank{r}.pt") for r in range(2)]
     for record in records:
         assert record["equal"] == [True] * STEPS and all(record["moved"])

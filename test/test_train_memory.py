@@ -98,10 +98,10 @@ def test_gradients_do_not_cross_module_boundaries(config_128: Path, num_modules:
 @pytest.mark.slow
 def test_infopro_run_lowers_its_objective(project: Path, config_128: Path, tmp_path: Path) -> None:
     trainer = _trainer(project, config_128, tmp_path, local_modules=4)
-    batch = collate([trainer.train_set[0], trainer.train_set[1]])
+    batch = collate([trainer.train_set[0]])
     set_train_mode(trainer.net, trainer.frozen)
     head_before = trainer.aux_heads[0].out.weight.detach().clone()
-    steps = [trainer.train_step(batch) for _ in range(16)]
+    steps = [trainer.train_step(batch) for _ in range(12)]
     assert {"local1", "local2", "local3", "total"} <= set(steps[0])
     objective = [sum(v for k, v in s.items() if k == "total" or k.startswith("local")) for s in steps]
     assert np.mean(objective[-3:]) < 0.8 * np.mean(objective[:3]), objective

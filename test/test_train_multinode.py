@@ -9,8 +9,7 @@ import pytest
 import torch
 
 from hybridnets_ros.model.checkpoint import CHECKPOINT_FORMAT, load_checkpoint
-from test_train_compression import _free_port
-from train_support import PYTHON, small_config, subprocess_env, synth_project
+from train_support import PYTHON, free_port, small_config, subprocess_env, synth_project
 
 TRAIN_MODULE = ["-m", "hybridnets_ros.training.train"]
 
@@ -39,7 +38,7 @@ def test_two_nodes_train_rank0_writes_and_a_single_process_resumes(tmp_path_fact
     common = ["--project", str(project), "--model-config", str(config), "--epochs", "2", "--max-steps", "2",
               "--batch-size", "2", "--workers", "0", "--val-every", "1", "--log-images", "1", "--device", "cpu",
               "--grad-compression", "ternary"]
-    port = _free_port()
+    port = free_port()
     outputs = [tmp_path / f"node{i}" for i in range(2)]  # each launcher names its own folder
     launchers = [subprocess.Popen(_node_command(port, "h6test", [*common, "--output", str(out)]),
                                   env=subprocess_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)

@@ -18,6 +18,7 @@ Bytes per step for a bucket of n values in k tensors: n/4 + 4k instead of 4n (16
 all-reduces with error feedback); its own compression statistics give the bytes it sends.
 """
 # No `from __future__ import annotations`: DDP checks the hooks' annotations as objects (dist.GradBucket).
+import functools
 from dataclasses import dataclass, field
 
 import torch
@@ -48,7 +49,12 @@ class CommStats:
 
 # ------------------------------------------------------------------------------------------------ ternarisation
 def segment_ids(sizes: list[int], device: torch.device) -> torch.Tensor:
-    """(sum(sizes),) int64: the index of the tensor each value of a flattened bucket belongs to."""
+    """(sum(sizes),) int64: the index of the tensor each value of a flattened bucket belongs to (do not modify)."""
+    return _segment_ids(tuple(sizes), torch.device(device))
+
+
+@functools.lru_cache(maxsize=256)  # a DDP run has a few dozen bucket layouts, each seen every step
+def _segment_ids(sizes: tuple[int, ...], device: torch.device) -> torch.Tensor:
     return torch.repeat_interleave(torch.arange(len(sizes), device=device), torch.tensor(sizes, device=device))
 
 

@@ -80,8 +80,11 @@ def split_modules(model: HybridNets, num_modules: int) -> list[LocalModule]:
 
 def module_parameter_prefixes(model: HybridNets, num_modules: int) -> list[tuple[str, ...]]:
     """State-dict name prefixes of the parameters each module owns (the encoder's unused head conv in none)."""
-    e2, e3, e4, e5 = model.encoder.stage_ends
-    blocks = lambda lo, hi: tuple(f"encoder._blocks.{i}." for i in range(lo, hi))  # noqa: E731
+    _, e3, _, e5 = model.encoder.stage_ends
+
+    def blocks(first: int, end: int) -> tuple[str, ...]:
+        return tuple(f"encoder._blocks.{i}." for i in range(first, end))
+
     stem = ("encoder._conv_stem.", "encoder._bn0.")
     heads = ("regressor.", "classifier.", "bifpndecoder.", "segmentation_head.")
     if num_modules == 2:
@@ -127,7 +130,7 @@ def feature_channels(modules: list[LocalModule], config: ModelConfig, model: Hyb
     try:
         with torch.no_grad():
             return [{name: value.shape[1] for name, value in produced.items()}
-                    for index, produced in run_modules(modules[:-1], probe)]
+                    for _, produced in run_modules(modules[:-1], probe)]
     finally:
         model.train(was_training)
 
