@@ -3,9 +3,10 @@
 A source is ``synthetic`` (1280x720 scenes from the package's synthetic scene generator, with seeds of their own:
 none of ``hybridnets-synth``'s train or val scenes, nor the node accuracy test's), a folder of images, a video file,
 or a rosbag2 bag (its folder, or its ``.db3`` / ``.mcap`` file; every ``sensor_msgs/Image`` and
-``sensor_msgs/CompressedImage`` topic in it). ``count`` frames are taken evenly spread over the source. They go through the pipeline's letterboxing and normalisation, so
-calibration sees exactly what the network sees at run time; the digest is a sha256 over those network inputs, so a
-quantised model cached under it is reused only for the same calibration data.
+``sensor_msgs/CompressedImage`` topic in it). ``count`` frames are taken evenly spread over the source. They go
+through the pipeline's letterboxing and normalisation, so calibration sees exactly what the network sees at run time;
+the digest is a sha256 over those network inputs, so a quantised model cached under it is reused only for the same
+calibration data.
 """
 from __future__ import annotations
 

@@ -137,7 +137,9 @@ def build_engine(
         if calibration_inputs is None or device is None:
             raise ValueError("an int8 engine needs calibration inputs and their CUDA device")
         builder_config.set_flag(trt.BuilderFlag.INT8)
-        builder_config.int8_calibrator = int8_calibrator(trt, calibration_inputs, device)
+        # Held in a local too: TensorRT keeps no Python reference, and the build calls back into it.
+        calibrator = int8_calibrator(trt, calibration_inputs, device)
+        builder_config.int8_calibrator = calibrator
         # Calibration runs at batch 1 whatever the profile admits.
         calibration_profile = builder.create_optimization_profile()
         calibration_profile.set_shape(RAW_INPUTS[0], (1, 3, h, w), (1, 3, h, w), (1, 3, h, w))
