@@ -62,7 +62,8 @@ def run_training(prefix: list[str], args: argparse.Namespace, output: Path, extr
     """One hybridnets-train run of ``args.steps`` steps validated at the end; its curves, timing and metrics."""
     command = [*prefix, *TRAIN_MODULE, "--project", args.project, "--model-config", args.model_config,
                "--output", str(output), "--epochs", "1000", "--val-every", "1000", "--max-steps", str(args.steps),
-               "--batch-size", str(args.batch_size), "--lr", str(args.lr), "--workers", "0", "--device", "cpu",
+               "--batch-size", str(args.batch_size), "--lr", str(args.lr), "--optimizer", args.optimizer,
+               "--workers", "0", "--device", "cpu",
                "--seed", "0", "--log-images", "0", "--precise-bn", "4", *extra]
     started = time.perf_counter()
     subprocess.run(command, check=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
@@ -84,7 +85,7 @@ def run_training(prefix: list[str], args: argparse.Namespace, output: Path, extr
 def compression(args: argparse.Namespace) -> dict[str, Any]:
     torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2"]
     return {method: run_training(torchrun, args, Path(args.output) / method, ["--grad-compression", method])
-            for method in ("none", "ternary", "powersgd")}
+            for method in args.methods.split(",")}
 
 
 def accuracy(args: argparse.Namespace) -> dict[str, Any]:
@@ -181,6 +182,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--steps", type=int, default=40)
     p.add_argument("--batch-size", type=int, default=2)
     p.add_argument("--lr", type=float, default=1e-3)
+    p.add_argument("--optimizer", choices=("adamw", "sgd"), default="adamw")
+    p.add_argument("--methods", default="none,ternary,powersgd", help="compression: comma-separated methods")
     p.add_argument("--threads", type=int, default=1, help="memory: torch threads of the measured process")
     p.add_argument("--repeats", type=int, default=2, help="memory: measurements of each variant")
     p.add_argument("--variant", choices=tuple(MEMORY_VARIANTS), default="checkpointing",

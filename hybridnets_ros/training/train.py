@@ -712,7 +712,7 @@ def build_parser() -> argparse.ArgumentParser:
     scale.add_argument("--grad-compression", choices=compression.COMPRESSIONS, default="none",
                        help="DDP gradient exchange: fp32 all-reduce, TernGrad 2-bit all-gather, or torch's PowerSGD")
     scale.add_argument("--ternary-clip", type=float, default=compression.DEFAULT_CLIP_SIGMAS,
-                       help="ternary: clip each gradient tensor at this many standard deviations")
+                       help="ternary: clip each gradient tensor at this many times its root mean square")
     scale.add_argument("--powersgd-rank", type=int, default=2, help="powersgd: rank of the low-rank approximation")
     scale.add_argument("--powersgd-start", type=int, default=10,
                        help="powersgd: plain fp32 all-reduce for this many steps first (>= 2)")
