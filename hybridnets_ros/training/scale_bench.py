@@ -64,7 +64,7 @@ def run_training(prefix: list[str], args: argparse.Namespace, output: Path, extr
                "--output", str(output), "--epochs", "1000", "--val-every", "1000", "--max-steps", str(args.steps),
                "--batch-size", str(args.batch_size), "--lr", str(args.lr), "--optimizer", args.optimizer,
                "--workers", "0", "--device", "cpu",
-               "--seed", "0", "--log-images", "0", "--precise-bn", "4", *extra]
+               "--seed", str(args.seed), "--log-images", "0", "--precise-bn", "4", *extra]
     started = time.perf_counter()
     subprocess.run(command, check=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
     wall = time.perf_counter() - started
@@ -183,6 +183,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--batch-size", type=int, default=2)
     p.add_argument("--lr", type=float, default=1e-3)
     p.add_argument("--optimizer", choices=("adamw", "sgd"), default="adamw")
+    p.add_argument("--seed", type=int, default=0, help="training runs: initial weights, data order, rounding draws")
     p.add_argument("--methods", default="none,ternary,powersgd", help="compression: comma-separated methods")
     p.add_argument("--threads", type=int, default=1, help="memory: torch threads of the measured process")
     p.add_argument("--repeats", type=int, default=2, help="memory: measurements of each variant")
