@@ -174,11 +174,12 @@ def test_label_info_maps_mask_values_and_detection_classes() -> None:
 
 
 def test_the_pipeline_takes_exactly_the_eight_bit_encodings_it_is_handed() -> None:
-    from hybridnets_ros.inference.pipeline import ENCODINGS as PIPELINE_INPUTS
+    from hybridnets_ros.inference import pipeline
+    from hybridnets_ros.inference.pipeline import PIPELINE_ENCODINGS as PIPELINE_INPUTS
 
     assert set(conversions.PIPELINE_ENCODINGS) == set(PIPELINE_INPUTS)
     for name in conversions.PIPELINE_ENCODINGS:
-        assert conversions.ENCODINGS[name].channels == PIPELINE_INPUTS[name][0]
+        assert conversions.ENCODINGS[name].channels == pipeline.ENCODINGS[name].channels
     assert {e.decoded for e in conversions.ENCODINGS.values()} <= set(PIPELINE_INPUTS)
 
 

@@ -16,6 +16,7 @@ import numpy as np
 import torch
 
 from hybridnets_ros import resources
+from hybridnets_ros.encodings import BGR_ORDERED, ENCODINGS, PIPELINE_ENCODINGS
 from hybridnets_ros.inference.backends import create_backend, resolve_device
 from hybridnets_ros.inference.backends.base import InferenceBackend
 from hybridnets_ros.inference.letterbox import Letterbox, letterbox_images
@@ -34,25 +35,17 @@ from hybridnets_ros.model.hybridnets import HybridNetsOutput
 
 LOG = logging.getLogger(__name__)
 
-__all__ = ["ENCODINGS", "Detections", "FrameResult", "HybridNetsPipeline", "PostprocessConfig", "StagedBatch"]
-
-# encoding -> (channels, whether the first three channels are in BGR order)
-ENCODINGS: dict[str, tuple[int, bool]] = {
-    "rgb8": (3, False),
-    "bgr8": (3, True),
-    "rgba8": (4, False),
-    "bgra8": (4, True),
-    "mono8": (1, False),
-}
+__all__ = ["PIPELINE_ENCODINGS", "Detections", "FrameResult", "HybridNetsPipeline", "PostprocessConfig", "StagedBatch"]
 
 
 def _check_frame(index: int, frame: np.ndarray, encoding: str) -> np.ndarray:
     """The frame as a contiguous (H,W,C) uint8 array, or ValueError saying what is wrong with it."""
-    if encoding not in ENCODINGS:
-        raise ValueError(f"frame {index}: unsupported encoding '{encoding}', expected one of {sorted(ENCODINGS)}")
+    if encoding not in PIPELINE_ENCODINGS:
+        raise ValueError(
+            f"frame {index}: unsupported encoding '{encoding}', expected one of {sorted(PIPELINE_ENCODINGS)}")
     if not isinstance(frame, np.ndarray):
         raise TypeError(f"frame {index}: expected a numpy array, got {type(frame).__name__}")
-    channels = ENCODINGS[encoding][0]
+    channels = ENCODINGS[encoding].channels
     if frame.ndim == 2 and channels == 1:
         frame = frame[:, :, None]
     if frame.dtype != np.uint8 or frame.ndim != 3 or frame.shape[2] != channels:
@@ -151,7 +144,7 @@ class HybridNetsPipeline:
             chw = self._to_device(_check_frame(i, frame, encoding)).permute(2, 0, 1)
             colour.append(chw.expand(3, -1, -1) if encoding == "mono8" else chw[:3])
         batch, letterboxes = letterbox_images(colour, self.config.input_size)
-        bgr = [i for i, encoding in enumerate(encodings) if ENCODINGS[encoding][1]]
+        bgr = [i for i, encoding in enumerate(encodings) if encoding in BGR_ORDERED]
         if bgr:
             index = torch.tensor(bgr, device=batch.device)
             batch[index] = batch[index].flip(1)

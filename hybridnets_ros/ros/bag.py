@@ -54,9 +54,10 @@ from rosbags.typesys import Stores, get_types_from_msg, get_typestore
 from rosbags.typesys.store import Typestore
 from rosgraph_msgs.msg import Clock
 
+from hybridnets_ros.encodings import ENCODINGS, PIPELINE_ENCODINGS
+
 LOG = logging.getLogger(__name__)
 
-CHANNELS = {"mono8": 1, "rgb8": 3, "bgr8": 3, "rgba8": 4, "bgra8": 4}
 STORAGES = {"sqlite3": StoragePlugin.SQLITE3, "mcap": StoragePlugin.MCAP}
 BAG_VERSION = 9  # metadata version of rosbag2 in Jazzy and Kilted
 CLOCK_TOPIC = "/clock"
@@ -158,9 +159,9 @@ def write_image_bag(
     Header stamp and bag timestamp of frame i are both ``start_ns + i / rate_hz`` s (start: now by default).
     ``path`` must not exist yet (rosbag2 writes a directory).
     """
-    channels = CHANNELS.get(encoding)
-    if channels is None:
-        raise ValueError(f"unsupported encoding '{encoding}' (supported: {', '.join(CHANNELS)})")
+    if encoding not in PIPELINE_ENCODINGS:
+        raise ValueError(f"unsupported encoding '{encoding}' (supported: {', '.join(PIPELINE_ENCODINGS)})")
+    channels = ENCODINGS[encoding].channels
     store = typestore()
     image_cls, header_cls, time_cls = (
         store.types[t] for t in (IMAGE_TYPE, "std_msgs/msg/Header", "builtin_interfaces/msg/Time"))

@@ -1,10 +1,9 @@
 """Message <-> numpy conversions for the node: pure functions, no ROS graph.
 
-This module owns the ROS image encodings (:data:`ENCODINGS`): what the node accepts and how each becomes one of
-the 8-bit encodings the pipeline takes. Reading an ``Image`` in a pipeline encoding is zero-copy (``np.frombuffer``
-over the message's buffer, row padding cut by a strided view); other encodings are converted with OpenCV's
-vectorised colour conversions. Writing one is a single ``tobytes()`` copy (assigning an ndarray to ``msg.data``
-copies element by element and is hundreds of times slower). Invalid input raises :class:`ImageConversionError`
+The image encodings and the raw-buffer conversion live in :mod:`hybridnets_ros.encodings`; this module applies them
+to ``Image`` messages. Reading an ``Image`` in a pipeline encoding is zero-copy (a view of the message's buffer);
+writing one is a single ``tobytes()`` copy (assigning an ndarray to ``msg.data`` copies element by element and is
+hundreds of times slower). Invalid input raises :class:`ImageConversionError`
 whose message is the reason, so the node can log it per camera and skip the frame.
 
 Compressed images: the size declared in the header is read without decoding (:func:`compressed_size`), so a
@@ -15,7 +14,6 @@ from __future__ import annotations
 
 import io
 import warnings
-from dataclasses import dataclass
 from typing import Sequence
 
 import cv2
@@ -33,60 +31,15 @@ from vision_msgs.msg import (
     VisionClass,
 )
 
-
-@dataclass(frozen=True)
-class Encoding:
-    """How one ROS image encoding is laid out and becomes an 8-bit image in a pipeline encoding.
-
-    A row holds ``width * channels * bytes_per_channel`` bytes; 4:2:0 semi-planar encodings (``chroma_rows``:
-    nv12, nv21) have height / 2 rows of interleaved chroma under the ``height`` luma rows. 16-bit samples keep
-    their high byte (byte order from ``is_bigendian``): 16 -> 8 bits is a strided view, no arithmetic. Then
-    ``cv2_code`` (a ``cv2.cvtColor`` code; None: nothing to do) gives an image in ``decoded``. Width and height
-    must be multiples of ``block`` (the period of the pixel pattern: 2 for chroma pairs and Bayer mosaics).
-    """
-
-    channels: int
-    bytes_per_channel: int
-    decoded: str
-    cv2_code: int | None = None
-    chroma_rows: bool = False
-    block: tuple[int, int] = (1, 1)  # (rows, columns)
+from hybridnets_ros.encodings import (  # ENCODINGS, PIPELINE_ENCODINGS and ImageConversionError: also for callers
+    ENCODINGS,
+    PIPELINE_ENCODINGS,
+    ImageConversionError,
+    check_layout,
+    raw_to_array,
+)
 
 
-def _bayer(code: int, bytes_per_channel: int) -> Encoding:
-    return Encoding(1, bytes_per_channel, "bgr8", code, block=(2, 2))
-
-
-# The pipeline takes these five as they are (zero-copy); everything else is converted to one of them.
-PIPELINE_ENCODINGS = ("bgr8", "rgb8", "bgra8", "rgba8", "mono8")
-ENCODINGS: dict[str, Encoding] = {
-    "bgr8": Encoding(3, 1, "bgr8"),
-    "rgb8": Encoding(3, 1, "rgb8"),
-    "bgra8": Encoding(4, 1, "bgra8"),
-    "rgba8": Encoding(4, 1, "rgba8"),
-    "mono8": Encoding(1, 1, "mono8"),
-    "bgr16": Encoding(3, 2, "bgr8"),
-    "rgb16": Encoding(3, 2, "rgb8"),
-    "bgra16": Encoding(4, 2, "bgra8"),
-    "rgba16": Encoding(4, 2, "rgba8"),
-    "mono16": Encoding(1, 2, "mono8"),
-    "yuv422": Encoding(2, 1, "bgr8", cv2.COLOR_YUV2BGR_UYVY, block=(1, 2)),  # UYVY
-    "uyvy": Encoding(2, 1, "bgr8", cv2.COLOR_YUV2BGR_UYVY, block=(1, 2)),
-    "yuv422_yuy2": Encoding(2, 1, "bgr8", cv2.COLOR_YUV2BGR_YUY2, block=(1, 2)),  # YUYV
-    "yuyv": Encoding(2, 1, "bgr8", cv2.COLOR_YUV2BGR_YUY2, block=(1, 2)),
-    "nv21": Encoding(1, 1, "bgr8", cv2.COLOR_YUV2BGR_NV21, chroma_rows=True, block=(2, 2)),
-    "nv12": Encoding(1, 1, "bgr8", cv2.COLOR_YUV2BGR_NV12, chroma_rows=True, block=(2, 2)),
-    "bayer_rggb8": _bayer(cv2.COLOR_BayerRGGB2BGR, 1),
-    "bayer_bggr8": _bayer(cv2.COLOR_BayerBGGR2BGR, 1),
-    "bayer_gbrg8": _bayer(cv2.COLOR_BayerGBRG2BGR, 1),
-    "bayer_grbg8": _bayer(cv2.COLOR_BayerGRBG2BGR, 1),
-    "bayer_rggb16": _bayer(cv2.COLOR_BayerRGGB2BGR, 2),
-    "bayer_bggr16": _bayer(cv2.COLOR_BayerBGGR2BGR, 2),
-    "bayer_gbrg16": _bayer(cv2.COLOR_BayerGBRG2BGR, 2),
-    "bayer_grbg16": _bayer(cv2.COLOR_BayerGRBG2BGR, 2),
-}
-# Encodings refused with their own reason: depth maps are distances, not light.
-DEPTH_ENCODINGS = ("16UC1", "32FC1")
 # cv2.cvtColor code from each pipeline encoding to bgr8 (None: already bgr8), for drawing.
 _TO_BGR8 = {"bgr8": None, "rgb8": cv2.COLOR_RGB2BGR, "bgra8": cv2.COLOR_BGRA2BGR, "rgba8": cv2.COLOR_RGBA2BGR,
             "mono8": cv2.COLOR_GRAY2BGR}
@@ -102,15 +55,6 @@ DETECTION_CLASS_ID_OFFSET = 256
 SEGMENTATION_BACKGROUND = "background"
 
 
-class ImageConversionError(ValueError):
-    """A message that cannot be turned into an image; ``str(exc)`` is the reason, ``kind`` its category
-    (encoding, size, step, length, empty, decode, too_large) for per-kind rate limiting and counting."""
-
-    def __init__(self, kind: str, reason: str) -> None:
-        super().__init__(reason)
-        self.kind = kind
-
-
 def check_pixels(height: int, width: int, max_pixels: int, what: str) -> None:
     """Raise ImageConversionError ``too_large`` when ``what`` (an image of height x width) exceeds ``max_pixels``."""
     if height * width > max_pixels:
@@ -120,42 +64,12 @@ def check_pixels(height: int, width: int, max_pixels: int, what: str) -> None:
             "or raise max_input_pixels")
 
 
-def _layout(msg: Image) -> tuple[Encoding, int, int]:
-    """The message's encoding and its (rows, row bytes), after checking encoding, size, step and data length."""
-    encoding = ENCODINGS.get(msg.encoding)
-    if encoding is None:
-        if msg.encoding in DEPTH_ENCODINGS:
-            raise ImageConversionError(
-                "encoding", f"'{msg.encoding}' is a depth image, not a camera image: subscribe the node to the "
-                "camera's colour or mono stream")
-        raise ImageConversionError(
-            "encoding", f"unsupported encoding '{msg.encoding}' (supported: {', '.join(ENCODINGS)})")
-    height, width, step = msg.height, msg.width, msg.step
-    if height == 0 or width == 0:
-        raise ImageConversionError("size", f"zero-sized image ({width}x{height})")
-    block_rows, block_columns = encoding.block
-    if height % block_rows or width % block_columns:
-        raise ImageConversionError(
-            "size", f"a {msg.encoding} image needs a width divisible by {block_columns} and a height divisible by "
-            f"{block_rows}, got {width}x{height}")
-    row_bytes = width * encoding.channels * encoding.bytes_per_channel
-    if step < row_bytes:
-        raise ImageConversionError(
-            "step", f"step {step} is shorter than a row of {width} {msg.encoding} pixels ({row_bytes} bytes)")
-    rows = height + height // 2 if encoding.chroma_rows else height
-    if len(msg.data) != rows * step:
-        raise ImageConversionError(
-            "length", f"data length {len(msg.data)} != height * step = {rows} * {step} = {rows * step}"
-            + (f" ({msg.encoding}: {height} luma + {height // 2} chroma rows)" if encoding.chroma_rows else ""))
-    return encoding, rows, row_bytes
-
-
 def check_image(msg: Image, max_pixels: int) -> None:
     """Cheap checks of an ``Image`` (no pixel is read): encoding, size limit, step, data length.
 
     Raises ImageConversionError with the reason.
     """
-    _layout(msg)
+    check_layout(msg.height, msg.width, msg.step, msg.encoding, len(msg.data))
     check_pixels(msg.height, msg.width, max_pixels, f"a {msg.encoding} image")
 
 
@@ -166,14 +80,7 @@ def image_to_array(msg: Image) -> np.ndarray:
     others. Raises ImageConversionError for an unknown encoding, a zero size, a size that does not fit the
     encoding's pixel pattern, a ``step`` shorter than a row or a ``data`` length other than ``rows * step``.
     """
-    encoding, rows, row_bytes = _layout(msg)
-    samples = np.frombuffer(msg.data, dtype=np.uint8).reshape(rows, msg.step)[:, :row_bytes]
-    if encoding.bytes_per_channel == 2:
-        samples = samples[:, (0 if msg.is_bigendian else 1)::2]  # the high byte of every sample
-    if encoding.cv2_code is None:
-        return samples.reshape(msg.height, msg.width, encoding.channels)
-    shape = (rows, msg.width) if encoding.channels == 1 else (rows, msg.width, encoding.channels)
-    return cv2.cvtColor(np.ascontiguousarray(samples).reshape(shape), encoding.cv2_code)
+    return raw_to_array(msg.height, msg.width, msg.step, msg.encoding, bool(msg.is_bigendian), msg.data)
 
 
 def decoded_encoding(encoding: str) -> str:

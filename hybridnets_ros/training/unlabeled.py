@@ -2,7 +2,7 @@
 
 A source is a folder of images (sorted by path, recursively), a video file (OpenCV), or a rosbag2 recording (a bag
 folder with ``metadata.yaml``, or a single ``.db3``/``.mcap`` file), read with ``rosbags`` message by message,
-never copied. Bag topics may carry ``sensor_msgs/msg/Image`` (encodings :data:`RAW_ENCODINGS`) or
+never copied. Bag topics may carry ``sensor_msgs/msg/Image`` (encodings: ``hybridnets_ros.encodings.ENCODINGS``) or
 ``sensor_msgs/msg/CompressedImage`` (anything ``cv2.imdecode`` reads); ``topic`` picks one, and may be left out when
 a bag has exactly one image topic. Several sources are read one after the other, in the order given.
 
@@ -13,8 +13,8 @@ paths; video frames are decoded by OpenCV as they are read) and are decoded only
 start after ``skip`` frames, which are not decoded: (pass, frames consumed) is the position a checkpoint stores to
 resume the stream exactly.
 
-This module does not import ROS: raw image encodings are converted here with numpy/OpenCV (the node's richer
-converter, ``ros/conversions.py``, works on rclpy messages).
+This module does not import ROS: raw image payloads are converted by :mod:`hybridnets_ros.encodings` (numpy/OpenCV),
+the same conversion the node applies to its rclpy messages.
 """
 from __future__ import annotations
 
@@ -27,6 +27,7 @@ import cv2
 import numpy as np
 import torch
 
+from hybridnets_ros.encodings import ENCODINGS, ImageConversionError, raw_to_array, to_rgb8
 from hybridnets_ros.inference.letterbox import Letterbox
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
@@ -34,25 +35,6 @@ VIDEO_SUFFIXES = (".mp4", ".avi", ".mkv", ".mov", ".webm", ".m4v")
 BAG_FILE_SUFFIXES = (".db3", ".mcap")
 IMAGE_TYPE = "sensor_msgs/msg/Image"
 COMPRESSED_TYPE = "sensor_msgs/msg/CompressedImage"
-# Raw encodings read here -> (channels, bytes per sample, cv2 code to RGB or None when already RGB).
-RAW_ENCODINGS: dict[str, tuple[int, int, int | None]] = {
-    "rgb8": (3, 1, None),
-    "bgr8": (3, 1, cv2.COLOR_BGR2RGB),
-    "rgba8": (4, 1, cv2.COLOR_RGBA2RGB),
-    "bgra8": (4, 1, cv2.COLOR_BGRA2RGB),
-    "mono8": (1, 1, cv2.COLOR_GRAY2RGB),
-    "rgb16": (3, 2, None),
-    "bgr16": (3, 2, cv2.COLOR_BGR2RGB),
-    "mono16": (1, 2, cv2.COLOR_GRAY2RGB),
-    "yuv422": (2, 1, cv2.COLOR_YUV2RGB_UYVY),
-    "uyvy": (2, 1, cv2.COLOR_YUV2RGB_UYVY),
-    "yuyv": (2, 1, cv2.COLOR_YUV2RGB_YUY2),
-    "yuv422_yuy2": (2, 1, cv2.COLOR_YUV2RGB_YUY2),
-    "bayer_rggb8": (1, 1, cv2.COLOR_BayerRGGB2RGB),
-    "bayer_bggr8": (1, 1, cv2.COLOR_BayerBGGR2RGB),
-    "bayer_gbrg8": (1, 1, cv2.COLOR_BayerGBRG2RGB),
-    "bayer_grbg8": (1, 1, cv2.COLOR_BayerGRBG2RGB),
-}
 DEFAULT_SHUFFLE_BUFFER = 64
 NANOSECONDS = 1_000_000_000
 
@@ -188,23 +170,17 @@ def _bag_frames(path: Path, topic: str | None) -> Iterator[tuple[str, int | None
 
 def raw_image_to_rgb(encoding: str, height: int, width: int, step: int, big_endian: bool, data: np.ndarray,
                      where: str) -> np.ndarray:
-    """A ``sensor_msgs/Image`` payload -> (H,W,3) uint8 RGB; 16-bit samples keep their high byte."""
-    spec = RAW_ENCODINGS.get(encoding)
-    if spec is None:
+    """A ``sensor_msgs/Image`` payload (``data``: 1-D uint8) -> (H,W,3) uint8 RGB; 16-bit samples keep their high
+    byte. Raises UnlabeledSourceError naming ``where``."""
+    if encoding not in ENCODINGS:
         raise UnlabeledSourceError(f"{where}: unsupported image encoding '{encoding}' (supported: "
-                                   f"{', '.join(RAW_ENCODINGS)}); record a colour, mono, yuv or bayer stream")
-    channels, sample_bytes, code = spec
-    row_bytes = width * channels * sample_bytes
-    if height == 0 or width == 0 or step < row_bytes or data.size != height * step:
+                                   f"{', '.join(ENCODINGS)}); record a colour, mono, yuv or bayer stream")
+    try:
+        image = raw_to_array(height, width, step, encoding, big_endian, data)
+    except ImageConversionError as exc:
         raise UnlabeledSourceError(f"{where}: {encoding} image {width}x{height} with step {step} does not match its "
-                                   f"{data.size} data bytes")
-    samples = np.asarray(data, dtype=np.uint8).reshape(height, step)[:, :row_bytes]
-    if sample_bytes == 2:
-        samples = samples[:, (0 if big_endian else 1)::2]
-    shaped = np.ascontiguousarray(samples).reshape(height, width, channels)
-    if code is None:
-        return shaped
-    return cv2.cvtColor(shaped[..., 0] if channels == 1 else shaped, code)
+                                   f"{len(data)} data bytes: {exc}") from exc
+    return to_rgb8(image, ENCODINGS[encoding].decoded)
 
 
 def _decode_bag_message(payload: tuple[str, bytes], key: str, store: Any) -> np.ndarray:
