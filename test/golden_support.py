@@ -18,9 +18,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-import torch
 
-from hybridnets_ros.inference.export import box_agreement
+from hybridnets_ros.inference.box_pairing import pair_boxes
 from hybridnets_ros.inference.postprocess import Detections
 
 DEMO_IMAGES = (1, 2, 3)
@@ -52,46 +51,26 @@ def golden_detections(post: dict[str, np.ndarray], boxes_key: str = "few_rois_or
                       post["few_class_ids"].astype(np.int64))
 
 
-def _partner(ious: np.ndarray, taken: set[int]) -> tuple[int, float]:
-    """Index and IoU of the best partner not yet taken in one row of IoUs; (-1, 0) when there is none."""
-    row = ious.copy()
-    row[list(taken)] = -1.0
-    if not len(row) or row.max() < 0:
-        return -1, 0.0
-    best = int(row.argmax())
-    return best, float(row[best])
-
-
 def assert_same_boxes(reference: Detections, got: Detections, cut: float, what: str,
                       score_atol: float = SCORE_ATOL) -> int:
     """Every box scoring above ``cut`` on either side has its own partner on the other side: the same class, IoU >=
-    0.99 (zero-area boxes, left by clipping: all corners within 0.5 px) and a score within ``score_atol``.
-
-    Boxes kept by NMS overlap each other by at most the NMS IoU, so a box has at most one partner that close; pairs
-    are still made one to one. Returns the number of pairs.
+    0.99 (zero-area boxes, left by clipping: all corners within 0.5 px) and a score within ``score_atol``
+    (:func:`hybridnets_ros.inference.box_pairing.pair_boxes`). Returns the number of pairs.
     """
-    ious = np.zeros((len(reference), len(got)), dtype=np.float32)
-    if len(reference) and len(got):
-        ious = box_agreement(torch.as_tensor(reference.boxes), torch.as_tensor(got.boxes)).numpy()
-        ious[reference.class_ids[:, None] != got.class_ids[None, :]] = 0.0
-    pairs: dict[int, int] = {}  # reference index -> got index
-    for r in np.flatnonzero(reference.scores > cut):
-        g, iou = _partner(ious[r], set(pairs.values()))
-        assert iou >= MIN_IOU, (f"{what}: reference box {r} {reference.boxes[r].tolist()} (score "
-                                f"{reference.scores[r]:.6f}) has no partner (best free IoU {iou:.4f})")
-        pairs[int(r)] = g
-    for g in np.flatnonzero(got.scores > cut):
-        if g in pairs.values():
-            continue
-        r, iou = _partner(ious[:, g], set(pairs))
-        assert iou >= MIN_IOU, (f"{what}: box {g} {got.boxes[g].tolist()} (score {got.scores[g]:.6f}) is not in the "
-                                f"reference (best free IoU {iou:.4f})")
-        pairs[r] = int(g)
-    assert pairs, f"{what}: no box scores above {cut:.6f} on either side: nothing was compared"
-    ref_index, got_index = np.array(list(pairs)), np.array(list(pairs.values()))
-    worst = float(np.abs(reference.scores[ref_index] - got.scores[got_index]).max())
+    pairing = pair_boxes(reference.boxes, reference.scores, reference.class_ids, got.boxes, got.scores,
+                         got.class_ids, cut, MIN_IOU)
+    if pairing.unpaired_reference:
+        r, iou = pairing.unpaired_reference[0]
+        raise AssertionError(f"{what}: reference box {r} {reference.boxes[r].tolist()} (score "
+                             f"{reference.scores[r]:.6f}) has no partner (best free IoU {iou:.4f})")
+    if pairing.unpaired:
+        g, iou = pairing.unpaired[0]
+        raise AssertionError(f"{what}: box {g} {got.boxes[g].tolist()} (score {got.scores[g]:.6f}) is not in the "
+                             f"reference (best free IoU {iou:.4f})")
+    assert pairing.pairs, f"{what}: no box scores above {cut:.6f} on either side: nothing was compared"
+    worst = pairing.worst_score_gap
     assert worst <= score_atol, f"{what}: paired scores differ by up to {worst:.2e} > {score_atol:.0e}"
-    return len(pairs)
+    return len(pairing.pairs)
 
 
 def assert_matches_golden(got: Detections, post: dict[str, np.ndarray], what: str,

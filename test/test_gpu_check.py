@@ -85,12 +85,17 @@ def _boxes(*rows: tuple[float, float, float, float]) -> np.ndarray:
     return np.array(rows, dtype=np.float32).reshape(-1, 4)
 
 
+def _classes(boxes: np.ndarray) -> np.ndarray:
+    return np.zeros(len(boxes), dtype=np.int64)
+
+
 def test_robust_rule_ignores_order_and_boxes_at_the_threshold():
     ref_boxes = _boxes((0, 0, 10, 10), (20, 20, 40, 40), (50, 50, 60, 60))
     ref_scores = np.array([0.9, 0.8, 0.5003], np.float32)  # the last sits on the threshold 0.5
     got_boxes = _boxes((20, 20, 40, 40.01), (0, 0, 10, 10))  # other order; the threshold box fell below it here
     got_scores = np.array([0.8002, 0.9001], np.float32)
-    result = compare_detections(got_boxes, got_scores, ref_boxes, ref_scores, 0.5, FP32_TOLERANCES)
+    result = compare_detections(got_boxes, got_scores, _classes(got_boxes), ref_boxes, ref_scores, _classes(ref_boxes),
+                                0.5, FP32_TOLERANCES)
     assert result["passed"] and result["boxes_compared"] == 2 and result["worst_best_iou"] >= 0.99
 
 
@@ -108,4 +113,5 @@ def test_robust_rule_catches_real_differences(change):
         got_scores = np.append(got_scores, np.float32(0.7))
     else:
         got_scores[0] -= 0.01
-    assert not compare_detections(got_boxes, got_scores, ref_boxes, ref_scores, 0.5, FP32_TOLERANCES)["passed"]
+    assert not compare_detections(got_boxes, got_scores, _classes(got_boxes), ref_boxes, ref_scores,
+                                  _classes(ref_boxes), 0.5, FP32_TOLERANCES)["passed"]

@@ -39,7 +39,7 @@ import numpy as np
 import torch
 
 from hybridnets_ros.inference.backends import create_backend, resolve_device
-from hybridnets_ros.inference.nms import box_iou
+from hybridnets_ros.inference.box_pairing import pair_boxes
 from hybridnets_ros.inference.pipeline import HybridNetsPipeline
 from hybridnets_ros.inference.postprocess import PostprocessConfig
 from hybridnets_ros.model.checkpoint import build_model
@@ -57,8 +57,8 @@ FRAME_HW = (720, 1280)
 
 @dataclasses.dataclass(frozen=True)
 class Tolerances:
-    """Limits of one comparison; boxes are compared only when they score above ``threshold + margin`` (required)
-    and may be matched by any box above ``threshold + margin - score_atol`` on the other side."""
+    """Limits of one comparison; boxes are compared when they score above ``threshold + margin`` on either side,
+    paired by IoU >= ``min_iou`` and the same class, and their scores may differ by ``score_atol``."""
 
     regression: float
     classification: float
@@ -103,37 +103,20 @@ def compare_raw(got: HybridNetsOutput, ref: HybridNetsOutput, tol: Tolerances) -
     return report
 
 
-def _unmatched(boxes: np.ndarray, scores: np.ndarray, other_boxes: np.ndarray, other_scores: np.ndarray,
-               threshold: float, tol: Tolerances) -> tuple[int, int, float, float]:
-    """Of the boxes scoring above threshold + margin + atol: how many, how many lack a partner (IoU >= min_iou, score
-    within atol) among the other side's boxes above threshold + margin - atol; worst IoU and score gap of partners."""
-    required = scores > threshold + tol.margin + tol.score_atol
-    candidates = other_scores > threshold + tol.margin - tol.score_atol
-    if not required.any():
-        return 0, 0, 1.0, 0.0
-    if not candidates.any():
-        return int(required.sum()), int(required.sum()), 0.0, float("inf")
-    iou = box_iou(torch.as_tensor(boxes[required], dtype=torch.float64),
-                  torch.as_tensor(other_boxes[candidates], dtype=torch.float64)).numpy()
-    gap = np.abs(scores[required][:, None].astype(np.float64) - other_scores[candidates][None, :])
-    partner = (iou >= tol.min_iou) & (gap <= tol.score_atol)
-    best = iou.argmax(axis=1)
-    rows = np.arange(len(best))
-    return int(required.sum()), int((~partner.any(axis=1)).sum()), float(iou[rows, best].min()), float(
-        gap[rows, best].max())
-
-
-def compare_detections(boxes: np.ndarray, scores: np.ndarray, ref_boxes: np.ndarray, ref_scores: np.ndarray,
-                       threshold: float, tol: Tolerances) -> dict[str, Any]:
-    """The robust rule of the golden README, both ways: every box clearly above the threshold on one side has a
-    partner on the other (by IoU, not by list position)."""
-    n_got, missing_got, iou_got, gap_got = _unmatched(boxes, scores, ref_boxes, ref_scores, threshold, tol)
-    n_ref, missing_ref, iou_ref, gap_ref = _unmatched(ref_boxes, ref_scores, boxes, scores, threshold, tol)
+def compare_detections(boxes: np.ndarray, scores: np.ndarray, class_ids: np.ndarray, ref_boxes: np.ndarray,
+                       ref_scores: np.ndarray, ref_class_ids: np.ndarray, threshold: float,
+                       tol: Tolerances) -> dict[str, Any]:
+    """The robust rule of the golden README, both ways (:func:`pair_boxes`): every box above ``threshold + margin``
+    on either side has its own partner of the same class on the other (by IoU, not by list position), and paired
+    scores differ by at most ``score_atol``."""
+    pairing = pair_boxes(ref_boxes, ref_scores, ref_class_ids, boxes, scores, class_ids, threshold + tol.margin,
+                         tol.min_iou)
     return {
-        "boxes_compared": n_ref, "boxes_compared_here": n_got,
-        "reference_boxes_without_partner": missing_ref, "boxes_without_reference_partner": missing_got,
-        "worst_best_iou": min(iou_got, iou_ref), "worst_score_gap": max(gap_got, gap_ref),
-        "passed": missing_got == 0 and missing_ref == 0,
+        "boxes_compared": len(pairing.pairs),
+        "reference_boxes_without_partner": len(pairing.unpaired_reference),
+        "boxes_without_reference_partner": len(pairing.unpaired),
+        "worst_best_iou": pairing.worst_iou, "worst_score_gap": pairing.worst_score_gap,
+        "passed": pairing.passed(tol.score_atol),
     }
 
 
@@ -315,7 +298,8 @@ def check_golden_fp32(opts: Options) -> dict[str, Any]:
         frame = pipeline([image], "bgr8")[0]
         result[f"pipeline_img{index}"] = {
             "detections": compare_detections(frame.detections.boxes, frame.detections.scores,
-                                             post["few_rois_orig"], post["few_scores"], few, tol),
+                                             frame.detections.class_ids, post["few_rois_orig"], post["few_scores"],
+                                             post["few_class_ids"], few, tol),
             "seg_mask": compare_masks(frame.seg_mask, post["few_seg_mask_orig"], tol),
         }
     result["passed"] = _all_passed(result)
@@ -351,8 +335,9 @@ def check_fp16(opts: Options) -> dict[str, Any]:
         got = half([image], "bgr8")[0]
         result[f"bundled_img{index}"] = {
             "raw": compare_raw(got_raw, ref_raw, tol),
-            "detections": compare_detections(got.detections.boxes, got.detections.scores, ref.detections.boxes,
-                                             ref.detections.scores, FP16_SCORE_THRESHOLD, tol),
+            "detections": compare_detections(got.detections.boxes, got.detections.scores, got.detections.class_ids,
+                                             ref.detections.boxes, ref.detections.scores, ref.detections.class_ids,
+                                             FP16_SCORE_THRESHOLD, tol),
             "seg_mask": compare_masks(got.seg_mask, ref.seg_mask, tol),
         }
     result["passed"] = _all_passed(result)
