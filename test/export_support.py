@@ -9,7 +9,8 @@ import torch
 
 from golden_support import MIN_IOU, mask_agreement  # noqa: F401 (mask_agreement: the backend tests import it here)
 from hybridnets_ros.inference.backends import create_backend
-from hybridnets_ros.inference.export import box_agreement, matched_min_iou
+from hybridnets_ros.inference.box_pairing import box_agreement
+from hybridnets_ros.inference.export import matched_min_iou
 from hybridnets_ros.inference.pipeline import HybridNetsPipeline
 from hybridnets_ros.inference.postprocess import Detections, PostprocessConfig
 from hybridnets_ros.inference.sample_frames import synthetic_frames
@@ -83,11 +84,11 @@ def assert_same_detections(expected: Detections, got: Detections, what: str, str
     assert len(got) == len(expected), f"{what}: {len(got)} boxes, torch has {len(expected)}"
     if not len(expected):
         return
-    ious = box_agreement(torch.as_tensor(expected.boxes), torch.as_tensor(got.boxes))
+    ious = box_agreement(expected.boxes, got.boxes)
     if strict_order:
         np.testing.assert_array_equal(got.class_ids, expected.class_ids, err_msg=what)
         worst = float(ious.diagonal().min())
     else:
-        same_class = torch.as_tensor(expected.class_ids)[:, None] == torch.as_tensor(got.class_ids)[None]
-        worst = matched_min_iou(torch.where(same_class, ious, torch.zeros_like(ious)))
+        ious[expected.class_ids[:, None] != got.class_ids[None]] = 0.0
+        worst = matched_min_iou(ious)
     assert worst >= MIN_IOU, f"{what}: min IoU {'by rank' if strict_order else 'matched'} {worst:.4f}"

@@ -33,10 +33,10 @@ import hybridnets_ros
 from hybridnets_ros import resources
 from hybridnets_ros.inference.backends import create_backend
 from hybridnets_ros.inference.backends.optional_import import import_runtime
+from hybridnets_ros.inference.box_pairing import box_agreement
 from hybridnets_ros.inference.calibration import DEFAULT_FRAMES as DEFAULT_CALIBRATION_FRAMES
 from hybridnets_ros.inference.calibration import SYNTHETIC
 from hybridnets_ros.inference.letterbox import letterbox_images
-from hybridnets_ros.inference.nms import box_iou
 from hybridnets_ros.inference.onnx_graph import (
     POSTPROCESSED_INPUTS,
     POSTPROCESSED_OUTPUTS,
@@ -267,19 +267,9 @@ class VerificationReport:
         return out
 
 
-def box_agreement(reference: torch.Tensor, boxes: torch.Tensor, close_px: float = 0.5) -> torch.Tensor:
-    """Pairwise (N,M) IoU of x1y1x2y2 boxes, counted as 1 where all four coordinates agree within ``close_px``.
-
-    Clipping leaves zero-area boxes (an anchor decoded outside the image), whose IoU with themselves is 0.
-    """
-    reference, boxes = reference.to(torch.float32), boxes.to(torch.float32)
-    close = (reference[:, None, :] - boxes[None, :, :]).abs().amax(dim=-1) <= close_px
-    return torch.where(close, torch.ones_like(close, dtype=torch.float32), box_iou(reference, boxes))
-
-
-def matched_min_iou(ious: torch.Tensor) -> float:
+def matched_min_iou(ious: np.ndarray) -> float:
     """Smallest IoU when each reference box (rows, by rank) takes its best still unmatched partner (columns)."""
-    ious = ious.clone()
+    ious = ious.copy()
     worst = 1.0
     for row in range(ious.shape[0]):
         best = int(ious[row].argmax())
@@ -295,9 +285,8 @@ def compare_frame(reference: FrameResult, boxes: np.ndarray, class_ids: np.ndarr
     if len(ref.boxes) == len(boxes) == 0:
         by_rank = matched = 1.0
     elif len(ref.boxes) == len(boxes):
-        ious = box_agreement(torch.as_tensor(ref.boxes), torch.as_tensor(boxes))
-        same_class = torch.as_tensor(ref.class_ids)[:, None] == torch.as_tensor(class_ids, dtype=torch.int64)[None]
-        ious = torch.where(same_class, ious, torch.zeros_like(ious))
+        ious = box_agreement(ref.boxes, boxes)
+        ious[ref.class_ids[:, None] != np.asarray(class_ids, dtype=np.int64)[None]] = 0.0
         by_rank = float(ious.diagonal().min())
         matched = matched_min_iou(ious)
     agreement = float((reference.seg_mask == mask).mean())
