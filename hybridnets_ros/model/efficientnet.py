@@ -13,6 +13,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from hybridnets_ros.model.layers import Conv2dStaticSame, batch_norm, swish
+from hybridnets_ros.model.staged_encoder import StagedEncoder
 
 
 @dataclass(frozen=True)
@@ -154,7 +155,7 @@ def drop_path(x: torch.Tensor, rate: float) -> torch.Tensor:
     return x / keep * mask
 
 
-class EfficientNetEncoder(nn.Module):
+class EfficientNetEncoder(StagedEncoder):
     """EfficientNet feature extractor: (B,3,H,W) -> p2..p5 at strides 4, 8, 16, 32.
 
     ``out_channels`` gives the four widths (b3: 32, 48, 136, 384).
@@ -189,14 +190,3 @@ class EfficientNetEncoder(nn.Module):
             # Stochastic depth grows linearly with the block index, as upstream.
             x = self._blocks[i](x, self.params.drop_connect_rate * i / num_blocks)
         return x
-
-    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-        x = self.stem(x)
-        features = []
-        start = 0
-        for end in self.stage_ends:
-            x = self.run_blocks(x, start, end)
-            features.append(x)
-            start = end
-        p2, p3, p4, p5 = features
-        return p2, p3, p4, p5

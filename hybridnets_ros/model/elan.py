@@ -7,9 +7,9 @@ chain) both stay short as the chain grows, and every layer learns from a nearby 
 with BatchNorm and SiLU, no depthwise or squeeze-excitation layers: they run at full speed on CPUs, OpenVINO and
 TensorRT alike.
 
-The encoder has the interface of :class:`~hybridnets_ros.model.efficientnet.EfficientNetEncoder` that the network,
-activation checkpointing and InfoPro rely on: ``stem``, ``run_blocks`` over ``_blocks`` (here one downsampling ELAN
-stage per block), ``stage_ends`` and ``out_channels`` of the p2..p5 taps at strides 4, 8, 16 and 32.
+The encoder is a :class:`~hybridnets_ros.model.staged_encoder.StagedEncoder`, the interface the network, activation
+checkpointing and InfoPro rely on: ``stem``, ``run_blocks`` over ``_blocks`` (here one downsampling ELAN stage per
+block), ``stage_ends`` and ``out_channels`` of the p2..p5 taps at strides 4, 8, 16 and 32.
 """
 from __future__ import annotations
 
@@ -17,6 +17,7 @@ import torch
 from torch import nn
 
 from hybridnets_ros.model.layers import batch_norm
+from hybridnets_ros.model.staged_encoder import StagedEncoder
 
 STEM_CHANNELS = (24, 32)               # two stride-2 3x3 convolutions: stride 4
 STAGE_CHANNELS = (32, 64, 128, 256)    # p2..p5
@@ -54,7 +55,7 @@ class ElanBlock(nn.Module):
         return self.fuse(torch.cat(branches, dim=1))
 
 
-class ElanEncoder(nn.Module):
+class ElanEncoder(StagedEncoder):
     """(B,3,H,W) -> p2..p5 at strides 4, 8, 16, 32 with ``out_channels`` (32, 64, 128, 256)."""
 
     def __init__(self) -> None:
@@ -79,14 +80,3 @@ class ElanEncoder(nn.Module):
         for i in range(start, end):
             x = self._blocks[i](x)
         return x
-
-    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-        x = self.stem(x)
-        features = []
-        start = 0
-        for end in self.stage_ends:
-            x = self.run_blocks(x, start, end)
-            features.append(x)
-            start = end
-        p2, p3, p4, p5 = features
-        return p2, p3, p4, p5
