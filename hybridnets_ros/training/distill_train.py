@@ -51,6 +51,7 @@ from hybridnets_ros.training.evaluate import evaluate_model, normalise_images
 from hybridnets_ros.training.losses import HybridNetsLoss
 from hybridnets_ros.training.project import ProjectConfig, ProjectConfigError
 from hybridnets_ros.training.train import (
+    OptimiserOptions,
     _worker_context,
     _worker_init,
     build_optimizer,
@@ -64,7 +65,7 @@ logger = logging.getLogger(__name__)
 
 
 @dataclass
-class DistillOptions:
+class DistillOptions(OptimiserOptions):
     """Every ``hybridnets-distill`` option; the CLI flags are these names with dashes."""
 
     teacher: list[str]
@@ -78,17 +79,6 @@ class DistillOptions:
     min_gap: float = 0.0
     output: str = "runs/distill"
     max_steps: int = 10000
-    batch_size: int = 8
-    lr: float = 1e-4
-    weight_decay: float | None = None
-    optimizer: str = "adamw"
-    scheduler: str = "cosine"
-    warmup_steps: int | None = None
-    amp: bool = False
-    grad_clip: float = 0.0
-    workers: int = 2
-    seed: int = 0
-    device: str = "auto"
     class_loss: str = "kl"
     seg_loss: str = "kl"
     temperature: float = 1.0

@@ -82,8 +82,27 @@ MIN_LR_FACTOR = 0.01      # the cosine schedule ends at lr * MIN_LR_FACTOR
 MAX_WARMUP_STEPS = 1000
 
 
+@dataclass(kw_only=True)
+class OptimiserOptions:
+    """The options of the optimisation step that ``hybridnets-train`` and ``hybridnets-distill`` share
+    (:func:`build_optimizer`, :func:`build_scheduler`, the step loop); keyword-only so that the commands' own
+    options keep their order and their required fields."""
+
+    batch_size: int = 8
+    lr: float = 1e-4
+    weight_decay: float | None = None
+    optimizer: str = "adamw"
+    scheduler: str = "cosine"
+    warmup_steps: int | None = None
+    amp: bool = False
+    grad_clip: float = 0.0
+    workers: int = 2
+    seed: int = 0
+    device: str = "auto"
+
+
 @dataclass
-class TrainOptions:
+class TrainOptions(OptimiserOptions):
     """Every ``hybridnets-train`` option; the CLI flags are these names with dashes."""
 
     project: str
@@ -92,21 +111,10 @@ class TrainOptions:
     resume: bool = False
     output: str = "runs/train"
     epochs: int = 100
-    batch_size: int = 8
-    lr: float = 1e-4
-    weight_decay: float | None = None
-    optimizer: str = "adamw"
-    scheduler: str = "cosine"
-    warmup_steps: int | None = None
-    amp: bool = False
     channels_last: bool = False
-    grad_clip: float = 0.0
-    workers: int = 2
-    seed: int = 0
     freeze_backbone: bool = False
     freeze_det: bool = False
     freeze_seg: bool = False
-    device: str = "auto"
     val_every: int = 1
     max_steps: int = 0
     sync_bn: bool = False
@@ -194,7 +202,7 @@ def fitness(metrics: dict[str, float], config: ModelConfig) -> float:
     return FITNESS_DET_WEIGHT * det + (1.0 - FITNESS_DET_WEIGHT) * seg
 
 
-def build_optimizer(params: Sequence[nn.Parameter], options: TrainOptions) -> torch.optim.Optimizer:
+def build_optimizer(params: Sequence[nn.Parameter], options: OptimiserOptions) -> torch.optim.Optimizer:
     """AdamW (default weight decay 0.01) or SGD with Nesterov momentum 0.9 (default weight decay 0)."""
     if options.optimizer == "adamw":
         decay = 0.01 if options.weight_decay is None else options.weight_decay
@@ -216,7 +224,7 @@ def cosine_with_warmup(total_steps: int, warmup_steps: int) -> Callable[[int], f
 
 
 def build_scheduler(
-    optimizer: torch.optim.Optimizer, options: TrainOptions, total_steps: int
+    optimizer: torch.optim.Optimizer, options: OptimiserOptions, total_steps: int
 ) -> torch.optim.lr_scheduler.LRScheduler | torch.optim.lr_scheduler.ReduceLROnPlateau | None:
     """cosine: per step with warmup (default 3% of the steps, at most 1000); plateau: x0.1 after 3 flat epochs
     of the mean training loss (the reference's); none: constant."""
