@@ -17,9 +17,7 @@ import cv2
 import numpy as np
 from tqdm import tqdm
 
-from hybridnets_ros.inference.backends import BACKEND_CHOICES
-from hybridnets_ros.inference.backends.base import PRECISION_CHOICES
-from hybridnets_ros.inference.calibration import SYNTHETIC
+from hybridnets_ros.inference.backends import add_backend_arguments
 from hybridnets_ros.inference.pipeline import HybridNetsPipeline
 from hybridnets_ros.inference.postprocess import FrameResult, PostprocessConfig
 from hybridnets_ros.inference.visualize import draw_overlay
@@ -49,13 +47,7 @@ def build_parser() -> argparse.ArgumentParser:
                         help="model config name in models/ or a .yaml path (default: the checkpoint's own)")
     parser.add_argument("--score-threshold", type=float, default=PostprocessConfig.score_threshold)
     parser.add_argument("--nms-iou-threshold", type=float, default=PostprocessConfig.nms_iou_threshold)
-    parser.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
-    parser.add_argument("--precision", default="auto", choices=PRECISION_CHOICES,
-                        help="auto (fp16 on CUDA, else fp32), fp32, fp16 (CUDA) or int8 (openvino, tensorrt)")
-    parser.add_argument("--backend", default="auto", choices=BACKEND_CHOICES,
-                        help="auto: TensorRT (else torch) on CUDA; OpenVINO, else ONNX Runtime, else torch on the CPU")
-    parser.add_argument("--calibration", default=SYNTHETIC,
-                        help="int8 only: calibration frames: synthetic, a folder of images, a video or a rosbag2 bag")
+    add_backend_arguments(parser)
     parser.add_argument("--batch-size", type=int, default=1, help="frames per forward pass")
     return parser
 

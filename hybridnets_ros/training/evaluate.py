@@ -33,9 +33,8 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
-from hybridnets_ros.inference.backends import BACKEND_CHOICES, create_backend
-from hybridnets_ros.inference.backends.base import PRECISION_CHOICES, resolve_device
-from hybridnets_ros.inference.calibration import SYNTHETIC
+from hybridnets_ros.inference.backends import add_backend_arguments, create_backend
+from hybridnets_ros.inference.backends.base import resolve_device
 from hybridnets_ros.inference.postprocess import PostprocessConfig, seg_class_map, select_detections
 from hybridnets_ros.model.anchors import generate_anchors
 from hybridnets_ros.model.checkpoint import CheckpointError, build_model
@@ -241,13 +240,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--split", default="val", help="split to evaluate (default: val)")
     parser.add_argument("--model-config", default=None,
                         help="model config name or yaml; default: the one embedded in the checkpoint")
-    parser.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, ... (default: auto)")
-    parser.add_argument("--backend", default="auto", choices=BACKEND_CHOICES,
-                        help="inference backend the network runs on (default auto: as the node picks it)")
-    parser.add_argument("--precision", default="auto", choices=PRECISION_CHOICES,
-                        help="auto (fp16 on CUDA, else fp32), fp32, fp16 or int8 (openvino, tensorrt)")
-    parser.add_argument("--calibration", default=SYNTHETIC,
-                        help="int8: calibration frames: synthetic (default), a folder of images, a video or a bag")
+    add_backend_arguments(parser)
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--workers", type=int, default=2, help="data loader worker processes (default: 2)")
     parser.add_argument("--score-threshold", type=float, default=0.001, help="detection score threshold (0.001)")

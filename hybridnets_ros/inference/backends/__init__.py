@@ -1,6 +1,7 @@
 """Inference backends by name; each lives in its own module, imported only when asked for."""
 from __future__ import annotations
 
+import argparse
 import importlib
 import logging
 from typing import Any
@@ -9,11 +10,13 @@ import torch
 
 from hybridnets_ros.inference.backends import auto
 from hybridnets_ros.inference.backends.base import (
+    PRECISION_CHOICES,
     InferenceBackend,
     check_precision,
     resolve_device,
     resolve_precision,
 )
+from hybridnets_ros.inference.calibration import SYNTHETIC
 from hybridnets_ros.model.config import ModelConfig
 
 LOG = logging.getLogger(__name__)
@@ -29,8 +32,19 @@ BACKEND_MODULES = {
 # What a user may ask for: a backend by name, or "auto" (see backends/auto.py).
 BACKEND_CHOICES = ("auto", *BACKEND_MODULES)
 
-__all__ = ["BACKEND_CHOICES", "BACKEND_MODULES", "InferenceBackend", "check_precision", "create_backend",
-           "resolve_device"]
+__all__ = ["BACKEND_CHOICES", "BACKEND_MODULES", "InferenceBackend", "add_backend_arguments", "check_precision",
+           "create_backend", "resolve_device"]
+
+
+def add_backend_arguments(parser: argparse.ArgumentParser) -> None:
+    """--device, --backend, --precision and --calibration: where and how a command runs the network."""
+    parser.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default: auto)")
+    parser.add_argument("--backend", default="auto", choices=BACKEND_CHOICES,
+                        help="auto: TensorRT (else torch) on CUDA; OpenVINO, else ONNX Runtime, else torch on the CPU")
+    parser.add_argument("--precision", default="auto", choices=PRECISION_CHOICES,
+                        help="auto (fp16 on CUDA, else fp32), fp32, fp16 (CUDA) or int8 (openvino, tensorrt)")
+    parser.add_argument("--calibration", default=SYNTHETIC,
+                        help="int8 only: calibration frames: synthetic, a folder of images, a video or a rosbag2 bag")
 
 
 def create_backend(
