@@ -11,13 +11,11 @@ from hybridnets_ros.model.checkpoint import load_checkpoint
 from hybridnets_ros.training.dataset import collate
 from hybridnets_ros.training.train import (
     FREEZE_GROUPS,
-    Trainer,
-    TrainOptions,
     cosine_with_warmup,
     precise_bn,
     set_train_mode,
 )
-from train_support import small_config, synth_project
+from train_support import small_config, small_trainer, synth_project
 
 # encoder._conv_head/_bn1 are kept for upstream key compatibility but never run, so they never change.
 DEAD = ("encoder._conv_head.", "encoder._bn1.")
@@ -34,13 +32,6 @@ def config_128(tmp_path_factory) -> Path:
     return small_config(tmp_path_factory.mktemp("cfg"))
 
 
-def _trainer(project: Path, config: str | Path, output: Path, **overrides) -> Trainer:
-    options = dict(project=str(project), model_config=str(config), output=str(output), batch_size=2, workers=0,
-                   val_every=0, device="cpu", no_augment=True, lr=1e-3, scheduler="none", seed=0)
-    options.update(overrides)
-    return Trainer(TrainOptions(**options))
-
-
 class _MustNotRun(torch.nn.Module):
     def forward(self, *args, **kwargs):
         raise AssertionError("the loss of a frozen head was computed")
@@ -48,7 +39,7 @@ class _MustNotRun(torch.nn.Module):
 
 @pytest.mark.slow
 def test_a_few_dozen_steps_lower_the_loss(project: Path, config_128: Path, tmp_path: Path) -> None:
-    trainer = _trainer(project, config_128, tmp_path)
+    trainer = small_trainer(project, config_128, tmp_path)
     batch = collate([trainer.train_set[0], trainer.train_set[1]])
     set_train_mode(trainer.net, trainer.frozen)
     losses = [trainer.train_step(batch) for _ in range(24)]
@@ -67,7 +58,7 @@ def test_a_few_dozen_steps_lower_the_loss(project: Path, config_128: Path, tmp_p
     ids=["backbone", "det", "seg", "backbone+det"],
 )
 def test_frozen_parts_do_not_change_at_all(project: Path, config_128: Path, tmp_path: Path, flags: dict) -> None:
-    trainer = _trainer(project, config_128, tmp_path, **flags)
+    trainer = small_trainer(project, config_128, tmp_path, **flags)
     frozen_names = {name for group, names in FREEZE_GROUPS.items() if flags.get(f"freeze_{group}") for name in names}
     frozen_prefixes = tuple(f"{name}." for name in frozen_names)
     if flags.get("freeze_det"):
@@ -108,7 +99,7 @@ def test_golden_d3_state_dict_trains_on(golden_dir: Path, project: Path, tmp_pat
     """The upstream-format variant A state dict (a bare state dict) initialises a d3 run that takes a step."""
     weights = golden_dir / "hybridnets_d3_seed0_state_dict.pt"
     config = small_config(tmp_path, (256, 384), base="hybridnets_d3_bdd100k")
-    trainer = _trainer(project, config, tmp_path / "run", weights=str(weights), batch_size=1, lr=1e-4)
+    trainer = small_trainer(project, config, tmp_path / "run", weights=str(weights), batch_size=1, lr=1e-4)
     _, golden = load_checkpoint(weights, trainer.config)
     model_sd = trainer.model.state_dict()
     assert all(torch.equal(golden[k], model_sd[k]) for k in golden)
@@ -120,8 +111,8 @@ def test_golden_d3_state_dict_trains_on(golden_dir: Path, project: Path, tmp_pat
 
 
 def test_amp_channels_last_sgd_clip_and_cosine_schedule_step(project: Path, config_128: Path, tmp_path: Path) -> None:
-    trainer = _trainer(project, config_128, tmp_path, amp=True, channels_last=True, optimizer="sgd", grad_clip=1.0,
-                       scheduler="cosine", lr=0.01, epochs=2)
+    trainer = small_trainer(project, config_128, tmp_path, amp=True, channels_last=True, optimizer="sgd", grad_clip=1.0,
+                            scheduler="cosine", lr=0.01, epochs=2)
     assert isinstance(trainer.optimizer, torch.optim.SGD) and trainer.optimizer.defaults["nesterov"]
     assert trainer.total_steps == 8  # 8 images, batch 2, 2 epochs
     set_train_mode(trainer.net, trainer.frozen)

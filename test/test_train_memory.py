@@ -14,8 +14,8 @@ from hybridnets_ros.model.hybridnets import HybridNets
 from hybridnets_ros.training import infopro
 from hybridnets_ros.training.checkpointing import enable_activation_checkpointing
 from hybridnets_ros.training.dataset import collate
-from hybridnets_ros.training.train import Trainer, TrainOptions, set_train_mode
-from train_support import small_config, synth_project
+from hybridnets_ros.training.train import set_train_mode
+from train_support import small_config, small_trainer, synth_project
 
 
 @pytest.fixture(scope="module")
@@ -26,13 +26,6 @@ def project(tmp_path_factory) -> Path:
 @pytest.fixture(scope="module")
 def config_128(tmp_path_factory) -> Path:
     return small_config(tmp_path_factory.mktemp("cfg"))
-
-
-def _trainer(project: Path, config: Path, output: Path, **overrides) -> Trainer:
-    options = dict(project=str(project), model_config=str(config), output=str(output), batch_size=2, workers=0,
-                   val_every=0, device="cpu", no_augment=True, lr=1e-3, scheduler="none", seed=0)
-    options.update(overrides)
-    return Trainer(TrainOptions(**options))
 
 
 def test_activation_checkpointing_gives_the_same_gradients_and_statistics(config_128: Path) -> None:
@@ -97,7 +90,7 @@ def test_gradients_do_not_cross_module_boundaries(config_128: Path, num_modules:
 
 @pytest.mark.slow
 def test_infopro_run_lowers_its_objective(project: Path, config_128: Path, tmp_path: Path) -> None:
-    trainer = _trainer(project, config_128, tmp_path, local_modules=4)
+    trainer = small_trainer(project, config_128, tmp_path, local_modules=4)
     batch = collate([trainer.train_set[0]])
     set_train_mode(trainer.net, trainer.frozen)
     head_before = trainer.aux_heads[0].out.weight.detach().clone()

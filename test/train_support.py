@@ -145,3 +145,14 @@ def synth_project(tmp_path_factory) -> Path:
         root = tmp_path_factory.mktemp("synth")
         _SYNTH_CACHE["synth"] = write_dataset(root, num_train=8, num_val=4, seed=0, workers=1)
     return _SYNTH_CACHE["synth"]
+
+
+def small_trainer(project: Path, config: str | Path, output: Path, **overrides):
+    """A CPU Trainer for short loops on ``project`` with model ``config``: batch 2, no workers, no validation, no
+    augmentation, constant lr 1e-3, seed 0; ``overrides`` replace or add TrainOptions fields."""
+    from hybridnets_ros.training.train import Trainer, TrainOptions
+
+    options = dict(project=str(project), model_config=str(config), output=str(output), batch_size=2, workers=0,
+                   val_every=0, device="cpu", no_augment=True, lr=1e-3, scheduler="none", seed=0)
+    options.update(overrides)
+    return Trainer(TrainOptions(**options))
