@@ -59,6 +59,16 @@ def torch_pipeline(model: HybridNets, config: ModelConfig, postprocess: Postproc
     return HybridNetsPipeline(create_backend("torch", model, config, "cpu", "fp32"), config, postprocess)
 
 
+def robust_postprocess(model: HybridNets, config: ModelConfig, frames: list[np.ndarray]) -> PostprocessConfig:
+    """Post-processing under which backends can be compared with torch on ``frames`` (H,W,3) rgb8: the torch scores'
+    :func:`robust_threshold`, NMS IoU 0.3 and max_detections 1000, above the candidate count (the cap would cut a run
+    of near-equal scores at an arbitrary place)."""
+    pipeline = torch_pipeline(model, config)
+    with torch.inference_mode():
+        scores = pipeline.forward(pipeline.preprocess(frames)[0]).classification.amax(dim=2)
+    return PostprocessConfig(score_threshold=robust_threshold(scores), nms_iou_threshold=0.3, max_detections=1000)
+
+
 def robust_threshold(scores: torch.Tensor, min_count: int = 3, max_count: int = 500, margin: float = 1e-4) -> float:
     """The highest score threshold that keeps >= ``min_count`` candidates in every image and has no score within
     ``margin`` of it (the backends differ from torch by ~1e-5 here), so backends agree on the candidate sets.

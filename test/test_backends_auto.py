@@ -8,11 +8,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from export_support import assert_same_detections, mask_agreement, robust_threshold, small_d0_model, torch_pipeline
+from export_support import assert_same_detections, mask_agreement, robust_postprocess, small_d0_model, torch_pipeline
 from hybridnets_ros.inference.backends import auto, create_backend
 from hybridnets_ros.inference.backends.base import resolve_precision
 from hybridnets_ros.inference.pipeline import HybridNetsPipeline
-from hybridnets_ros.inference.postprocess import PostprocessConfig
 from hybridnets_ros.inference.sample_frames import synthetic_frames
 from hybridnets_ros.ros import diagnostics
 
@@ -50,12 +49,8 @@ def test_auto_on_this_cpu_runs_openvino_with_the_torch_results(d0, cache_dir, ca
     pytest.importorskip("openvino")
     model, config = d0
     frames = synthetic_frames(2, (720, 1280), seed=3)  # scores with clear gaps for this small model
-    reference = torch_pipeline(model, config)
-    with torch.inference_mode():
-        scores = reference.forward(reference.preprocess(frames)[0]).classification.amax(dim=2)
-    postprocess = PostprocessConfig(score_threshold=robust_threshold(scores), nms_iou_threshold=0.3,
-                                    max_detections=1000)
-    reference.postprocess = postprocess
+    postprocess = robust_postprocess(model, config, frames)
+    reference = torch_pipeline(model, config, postprocess)
     with caplog.at_level("INFO", logger="hybridnets_ros.inference.backends"):
         backend = create_backend("auto", model, config, "cpu", "auto", cache_dir=cache_dir)
     assert (backend.name, backend.precision) == ("openvino", "fp32")

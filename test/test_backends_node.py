@@ -6,10 +6,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 
-from export_support import assert_same_detections, mask_agreement, robust_threshold, small_d0_model, torch_pipeline
-from hybridnets_ros.inference.postprocess import Detections, PostprocessConfig
+from export_support import assert_same_detections, mask_agreement, robust_postprocess, small_d0_model, torch_pipeline
+from hybridnets_ros.inference.postprocess import Detections
 from hybridnets_ros.inference.sample_frames import synthetic_frames
 from hybridnets_ros.model.checkpoint import save_checkpoint
 from hybridnets_ros.ros import conversions
@@ -27,13 +26,8 @@ def test_node_on_auto_runs_openvino_and_publishes_the_torch_results(ros_env, tmp
     # Two sizes; synthetic scenes, whose scores this small model spreads evenly (on the demo images it gives
     # thousands of near-equal candidates, where the pre-NMS cut would decide by float noise).
     frames = synthetic_frames(1) + synthetic_frames(1, (480, 640), seed=5)
-    pipeline = torch_pipeline(model, config)
-    with torch.inference_mode():
-        scores = pipeline.forward(pipeline.preprocess(frames)[0]).classification.amax(dim=2)
-    postprocess = PostprocessConfig(score_threshold=robust_threshold(scores), nms_iou_threshold=0.3,
-                                    max_detections=1000)
-    pipeline.postprocess = postprocess
-    expected = pipeline(frames)
+    postprocess = robust_postprocess(model, config, frames)
+    expected = torch_pipeline(model, config, postprocess)(frames)
 
     env = {**ros_env, "HYBRIDNETS_ROS_CACHE": str(tmp_path / "cache")}
     parameters = {

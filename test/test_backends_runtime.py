@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from export_support import assert_same_detections, mask_agreement, robust_threshold, small_d0_model, torch_pipeline
+from export_support import assert_same_detections, mask_agreement, robust_postprocess, small_d0_model, torch_pipeline
 from hybridnets_ros.inference import export as export_module
 from hybridnets_ros.inference.backends import create_backend
 from hybridnets_ros.inference.backends import onnx_cache, tensorrt_backend
@@ -49,12 +49,7 @@ def frames() -> list[np.ndarray]:
 @pytest.fixture(scope="module")
 def postprocess(d0, frames) -> PostprocessConfig:
     """A threshold in a clear gap of the scores: the candidate sets cannot depend on float noise."""
-    model, config = d0
-    pipeline = torch_pipeline(model, config)
-    with torch.inference_mode():
-        scores = pipeline.forward(pipeline.preprocess(frames)[0]).classification.amax(dim=2)
-    # max_detections above the candidate count: the cap would cut a run of near-equal scores at an arbitrary place.
-    return PostprocessConfig(score_threshold=robust_threshold(scores), nms_iou_threshold=0.3, max_detections=1000)
+    return robust_postprocess(*d0, frames)
 
 
 @pytest.fixture(scope="module")

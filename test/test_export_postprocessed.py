@@ -12,7 +12,7 @@ import torch
 from export_support import (
     assert_same_detections,
     golden_c_model,
-    robust_threshold,
+    robust_postprocess,
     small_d0_model,
     torch_pipeline,
 )
@@ -132,11 +132,7 @@ def d0():
 @pytest.fixture(scope="module")
 def d0_threshold(d0) -> float:
     """A threshold in a clear score gap for the command's default check frames (2 synthetic 1280x720)."""
-    model, config = d0
-    pipeline = torch_pipeline(model, config)
-    with torch.inference_mode():
-        scores = pipeline.forward(pipeline.preprocess(synthetic_frames(2))[0]).classification.amax(dim=2)
-    return robust_threshold(scores)
+    return robust_postprocess(*d0, synthetic_frames(2)).score_threshold
 
 
 @pytest.fixture(scope="module")
