@@ -23,7 +23,7 @@ import argparse
 import logging
 import math
 import sys
-from dataclasses import asdict, dataclass, fields
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any, Iterator, Sequence
 
@@ -57,6 +57,7 @@ from hybridnets_ros.training.train import (
     build_optimizer,
     build_scheduler,
     fitness,
+    optimisation_state,
     read_training_state,
 )
 from hybridnets_ros.training.unlabeled import add_unlabeled_arguments, stream_from_options
@@ -233,17 +234,11 @@ class Distiller:
         return {**values, "total": float(loss.detach())}
 
     def checkpoint_extras(self, metrics: dict[str, float] | None) -> dict[str, Any]:
-        options = {k: v for k, v in asdict(self.options).items() if v is not None}
         return {
             "epoch": self.labeled_epoch,
-            "global_step": self.global_step,
-            "best_fitness": self.best_fitness,
-            "optimizer": self.optimizer.state_dict(),
-            "scheduler": self.scheduler.state_dict() if self.scheduler is not None else None,
-            "scaler": self.scaler.state_dict() if self.scaler.is_enabled() else None,
-            "metrics": metrics or {},
+            **optimisation_state(self.optimizer, self.scheduler, self.scaler, self.best_fitness, self.global_step,
+                                 self.options, metrics),
             "unlabeled_position": list(self.position),
-            "train_options": options,
         }
 
     def validate(self) -> dict[str, float]:

@@ -238,6 +238,22 @@ def build_scheduler(
     return None
 
 
+def optimisation_state(
+    optimizer: torch.optim.Optimizer, scheduler: Any, scaler: torch.amp.GradScaler, best_fitness: float,
+    global_step: int, options: OptimiserOptions, metrics: dict[str, float] | None,
+) -> dict[str, Any]:
+    """The checkpoint entries every trainer writes beside the weights, so that ``--resume`` continues exactly."""
+    return {
+        "global_step": global_step,
+        "best_fitness": best_fitness,
+        "optimizer": optimizer.state_dict(),
+        "scheduler": scheduler.state_dict() if scheduler is not None else None,
+        "scaler": scaler.state_dict() if scaler.is_enabled() else None,
+        "metrics": metrics or {},
+        "train_options": {k: v for k, v in asdict(options).items() if v is not None},
+    }
+
+
 # --------------------------------------------------------------------------------------------------- trainer
 class Trainer:
     """One training run: model, data, optimisation state and logging, built from :class:`TrainOptions`."""
@@ -534,13 +550,8 @@ class Trainer:
     def checkpoint_extras(self, epoch: int, metrics: dict[str, float] | None) -> dict[str, Any]:
         return {
             "epoch": epoch,
-            "global_step": self.global_step,
-            "best_fitness": self.best_fitness,
-            "optimizer": self.optimizer.state_dict(),
-            "scheduler": self.scheduler.state_dict() if self.scheduler is not None else None,
-            "scaler": self.scaler.state_dict() if self.scaler.is_enabled() else None,
-            "metrics": metrics or {},
-            "train_options": {k: v for k, v in asdict(self.options).items() if v is not None},
+            **optimisation_state(self.optimizer, self.scheduler, self.scaler, self.best_fitness, self.global_step,
+                                 self.options, metrics),
             "local_heads": self.aux_heads.state_dict() if self.aux_heads is not None else None,
             "cst": self.cst.state_dict() if self.cst is not None else None,
         }
