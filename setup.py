@@ -75,7 +75,7 @@ setup(
             "hybridnets-distill = hybridnets_ros.training.distill_train:main",
             "hybridnets-eval = hybridnets_ros.training.evaluate:main",
             "hybridnets-anchors = hybridnets_ros.training.anchors:main",
-            "hybridnets-synth = hybridnets_ros.training.synth:main",
+            "hybridnets-synth = hybridnets_ros.synth.cli:main",
             "hybridnets_node = hybridnets_ros.ros.node:main",
         ],
     },

@@ -46,7 +46,7 @@ def cache_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="module")
 def scenes() -> list[np.ndarray]:
     """Synthetic driving scenes (BGR) the bundled model was trained on the like of; not calibration frames."""
-    from hybridnets_ros.training.synth_scene import generate_scene
+    from hybridnets_ros.synth.scene import generate_scene
 
     return [generate_scene(np.random.default_rng(5000 + i), (1280, 720)).image_bgr for i in range(4)]
 

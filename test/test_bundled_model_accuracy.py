@@ -28,7 +28,7 @@ from hybridnets_ros.training.metrics import (
     SegmentationAccumulator,
     confusion_stats_multiclass,
 )
-from hybridnets_ros.training.synth import Scene, generate_scene
+from hybridnets_ros.synth.scene import Scene, generate_scene
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 BUNDLED = REPO_ROOT / "models" / "hybridnets_d0_synth.pt"

@@ -199,7 +199,7 @@ LOSSLESS = [e for e in conversions.ENCODINGS if e in conversions.PIPELINE_ENCODI
 @pytest.mark.parametrize("encoding", sorted(conversions.ENCODINGS))
 def test_every_camera_encoding_converts_to_the_frame_it_was_made_from(encoding: str, big_endian: bool) -> None:
     from encoding_support import encoded_image
-    from hybridnets_ros.training.synth import generate_scene
+    from hybridnets_ros.synth.scene import generate_scene
 
     bgr = generate_scene(3, (320, 192)).image_bgr
     msg = encoded_image(bgr, encoding, _header(), big_endian=big_endian, padding=3)

@@ -21,7 +21,7 @@ from vision_msgs.msg import Detection3DArray
 from visualization_msgs.msg import MarkerArray
 
 from hybridnets_ros.ground.pose import pose_from_body, quaternion_from_rotation
-from hybridnets_ros.training.synth_ground import generate_ground_scene
+from hybridnets_ros.synth.ground import generate_ground_scene
 
 tf2_msgs = pytest.importorskip("tf2_msgs.msg", reason="tf2_msgs is not installed: run `make setup`")
 

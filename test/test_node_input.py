@@ -55,7 +55,7 @@ def _unmatched(boxes: np.ndarray, others: np.ndarray) -> int:
 def test_camera_encodings_give_the_outputs_of_the_same_frame_as_bgr8(ros_env, tmp_path) -> None:
     """Every encoding of conversions.ENCODINGS (both byte orders for 16 bit), published from this process, against
     the same synthetic road scene sent as bgr8 (mono encodings against mono8: they carry no colour)."""
-    from hybridnets_ros.training.synth import generate_scene
+    from hybridnets_ros.synth.scene import generate_scene
 
     bgr = generate_scene(11, (640, 384)).image_bgr
     cases = [(name, False) for name in conversions.ENCODINGS] + [

@@ -28,7 +28,7 @@ CONSOLE_SCRIPTS = {
     "hybridnets-train": "hybridnets_ros.training.train:main",
     "hybridnets-eval": "hybridnets_ros.training.evaluate:main",
     "hybridnets-anchors": "hybridnets_ros.training.anchors:main",
-    "hybridnets-synth": "hybridnets_ros.training.synth:main",
+    "hybridnets-synth": "hybridnets_ros.synth.cli:main",
     "hybridnets-distill": "hybridnets_ros.training.distill_train:main",
     "hybridnets_node": "hybridnets_ros.ros.node:main",
 }

@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 import yaml
 
-from hybridnets_ros.training.synth import main, parse_sizes, synth_sample
+from hybridnets_ros.synth.cli import main
+from hybridnets_ros.synth.dataset import parse_sizes, synth_sample
 
 FOLDERS = {"images": ".jpg", "det_annotations": ".json", "da_seg_annotations": ".png", "ll_seg_annotations": ".png"}
 ARGS = ["--num-train", "5", "--num-val", "3", "--seed", "11", "--sizes", "640x360:2,800x600,1242x375"]

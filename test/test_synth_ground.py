@@ -12,10 +12,10 @@ from hybridnets_ros.ground.grid import FREE, UNKNOWN, GridSpec, occupancy
 from hybridnets_ros.ground.lanes import LaneSpec, lane_polylines
 from hybridnets_ros.ground.pose import pose_from_body
 from hybridnets_ros.ground.projector import GroundProjector
-from hybridnets_ros.training.synth import generate_scene
-from hybridnets_ros.training.synth_ground import generate_ground_scene, render_posed
-from hybridnets_ros.training.synth_render import render
-from hybridnets_ros.training.synth_world import sample_world
+from hybridnets_ros.synth.scene import generate_scene
+from hybridnets_ros.synth.ground import generate_ground_scene, render_posed
+from hybridnets_ros.synth.render import render
+from hybridnets_ros.synth.world import sample_world
 
 SIZE = (1280, 720)
 POSES = {"level": (0.0, 0.0), "rolled_pitched": (np.deg2rad(2.0), np.deg2rad(3.0))}

@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 
 from hybridnets_ros.ground.pose import pose_from_body
-from hybridnets_ros.training.synth import main, synth_sample, synth_sample_with_truth
+from hybridnets_ros.synth.cli import main
+from hybridnets_ros.synth.dataset import synth_sample, synth_sample_with_truth
 
 SIZES = [((640, 360), 1.0)]
 

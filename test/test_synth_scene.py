@@ -5,7 +5,7 @@ import cv2
 import numpy as np
 import pytest
 
-from hybridnets_ros.training.synth_scene import Scene, generate_drive, generate_scene, scene_to_bdd
+from hybridnets_ros.synth.scene import Scene, generate_drive, generate_scene, scene_to_bdd
 
 SIZES = [(1280, 720), (960, 540), (1024, 768), (800, 600), (1242, 375)]
 CATEGORIES = {"car", "truck", "bus"}

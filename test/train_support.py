@@ -140,7 +140,7 @@ _SYNTH_CACHE: dict[str, Path] = {}
 def synth_project(tmp_path_factory) -> Path:
     """The session's tiny synthetic dataset (8 train, 4 val images of mixed sizes); its project yaml path."""
     if "synth" not in _SYNTH_CACHE:
-        from hybridnets_ros.training.synth import write_dataset
+        from hybridnets_ros.synth.dataset import write_dataset
 
         root = tmp_path_factory.mktemp("synth")
         _SYNTH_CACHE["synth"] = write_dataset(root, num_train=8, num_val=4, seed=0, workers=1)

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 
 from hybridnets_ros.ros.bag import write_image_bag
-from hybridnets_ros.training.synth import generate_drive
+from hybridnets_ros.synth.scene import generate_drive
 
 # Bag time of the first frame (2023-11-14 22:13:20 UTC): fixed, so every run of the demo has the same stamps.
 START_NS = 1_700_000_000 * 1_000_000_000

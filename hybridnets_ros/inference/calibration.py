@@ -50,7 +50,7 @@ def spread(total: int, count: int) -> list[int]:
 def synthetic_source(count: int) -> Frames:
     """``count`` 1280x720 synthetic driving scenes (BGR)."""
     # Imported here: the scene generator is only needed for this source.
-    from hybridnets_ros.training.synth_scene import generate_scene
+    from hybridnets_ros.synth.scene import generate_scene
 
     scenes = (generate_scene(np.random.default_rng(np.random.SeedSequence([i, _SYNTHETIC_SPLIT_CODE])),
                              _SYNTHETIC_SIZE) for i in range(count))

@@ -24,7 +24,7 @@ from hybridnets_ros.ground.projector import GroundProjector
 from hybridnets_ros.inference.postprocess import Detections, FrameResult, SegConfidence
 from hybridnets_ros.ros import ground_messages
 from hybridnets_ros.ros.ground import lane_points
-from hybridnets_ros.training.synth_ground import generate_ground_scene
+from hybridnets_ros.synth.ground import generate_ground_scene
 
 ROAD, LANE = 1, 2
 

@@ -1,1 +1,1 @@
-"""Training, evaluation and synthetic data for HybridNets (no ROS imports here)."""
+"""Training and evaluation for HybridNets (no ROS imports here)."""

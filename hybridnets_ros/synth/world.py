@@ -10,9 +10,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from hybridnets_ros.training.synth_geometry import Camera, RoadProfile, RoadView
-from hybridnets_ros.training.synth_statics import StaticObject, sample_static
-from hybridnets_ros.training.synth_vehicles import (
+from hybridnets_ros.synth.geometry import Camera, RoadProfile, RoadView
+from hybridnets_ros.synth.statics import StaticObject, sample_static
+from hybridnets_ros.synth.vehicles import (
     KIND_WEIGHTS,
     Color,
     Shading,

@@ -10,8 +10,8 @@ from collections.abc import Iterator
 
 import numpy as np
 
-from hybridnets_ros.training.synth_render import Scene, render
-from hybridnets_ros.training.synth_world import sample_world
+from hybridnets_ros.synth.render import Scene, render
+from hybridnets_ros.synth.world import sample_world
 
 __all__ = ["Scene", "generate_scene", "generate_drive", "scene_to_bdd"]
 

@@ -7,11 +7,11 @@ Layout under ``--output``::
     da_seg_annotations/{train,val}/<name>.png    255 on drivable road, 0 elsewhere
     ll_seg_annotations/{train,val}/<name>.png    255 on lane markings
     ground_truth/{train,val}/<name>.json         with --ground-truth: CameraInfo, camera pose and the road, lane lines
-                                                 and vehicle contact points in metres (synth_ground.GroundTruth)
+                                                 and vehicle contact points in metres (synth.ground.GroundTruth)
     dataset.yaml                                 project config (paths relative to this file)
 
 ``--max-roll-deg`` / ``--max-pitch-deg`` turn each camera by a random real roll / pitch (rendered exactly, see
-``synth_ground``); with both 0 (the default) every image is the same as without them.
+``synth.ground``); with both 0 (the default) every image is the same as without them.
 
 Image ``index`` of ``split`` is drawn from ``SeedSequence([seed + index, split code])`` (train 0, val 1), so any image
 can be regenerated alone with ``synth_sample`` and train and val never share a scene for one seed. Scenes of seed S
@@ -19,7 +19,6 @@ image i and seed S+i image 0 coincide; use seeds far apart (e.g. 0 and 1000000) 
 """
 from __future__ import annotations
 
-import argparse
 import json
 import logging
 import os
@@ -32,12 +31,11 @@ import cv2
 import numpy as np
 import yaml
 
-from hybridnets_ros.training.synth_ground import GroundTruth, render_posed
-from hybridnets_ros.training.synth_scene import Scene, generate_drive, generate_scene, scene_to_bdd
-from hybridnets_ros.training.synth_world import sample_world
+from hybridnets_ros.synth.ground import GroundTruth, render_posed
+from hybridnets_ros.synth.scene import Scene, generate_drive, generate_scene, scene_to_bdd
+from hybridnets_ros.synth.world import sample_world
 
-__all__ = ["Scene", "generate_scene", "generate_drive", "scene_to_bdd", "synth_sample", "synth_sample_with_truth",
-           "write_dataset", "main"]
+__all__ = ["synth_sample", "synth_sample_with_truth", "write_dataset", "parse_sizes", "DEFAULT_SIZES"]
 
 LOG = logging.getLogger(__name__)
 SPLIT_CODES = {"train": 0, "val": 1}
@@ -174,45 +172,3 @@ def write_dataset(root: str | Path, num_train: int, num_val: int, seed: int = 0,
     yaml_path.write_text(header + yaml.safe_dump(project_config(), sort_keys=False, default_flow_style=None))
     LOG.info("wrote %d images with %d boxes to %s in %.1f s", len(jobs), boxes, root, time.perf_counter() - start)
     return yaml_path
-
-
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="hybridnets-synth", description=__doc__.split("\n\n")[0],
-                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    parser.add_argument("--output", required=True, help="dataset root folder (created)")
-    parser.add_argument("--num-train", type=int, required=True, help="number of training images")
-    parser.add_argument("--num-val", type=int, required=True, help="number of validation images")
-    parser.add_argument("--seed", type=int, default=0, help="base seed; image i of a split uses seed + i")
-    parser.add_argument("--sizes", default=DEFAULT_SIZES,
-                        help="comma-separated WIDTHxHEIGHT[:WEIGHT] image sizes, drawn per image by weight")
-    parser.add_argument("--workers", type=int, default=min(4, os.cpu_count() or 1), help="processes")
-    parser.add_argument("--jpeg-quality", type=int, default=95, help="JPEG quality of the images")
-    parser.add_argument("--ground-truth", action="store_true",
-                        help="also write ground_truth/<split>/<name>.json: CameraInfo, camera pose, road edges, lane "
-                             "lines and vehicle contact points in metres")
-    parser.add_argument("--max-roll-deg", type=float, default=0.0,
-                        help="turn each camera by a random real roll of up to this many degrees")
-    parser.add_argument("--max-pitch-deg", type=float, default=0.0,
-                        help="turn each camera by a random real pitch of up to this many degrees")
-    return parser
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
-    if args.num_train < 0 or args.num_val < 0:
-        raise SystemExit("hybridnets-synth: --num-train and --num-val must be >= 0")
-    try:
-        parse_sizes(args.sizes)
-    except ValueError as err:
-        raise SystemExit(f"hybridnets-synth: --sizes: {err}") from err
-    if not (0 <= args.max_roll_deg <= 10 and 0 <= args.max_pitch_deg <= 10):
-        raise SystemExit("hybridnets-synth: --max-roll-deg and --max-pitch-deg must be in [0, 10]")
-    yaml_path = write_dataset(args.output, args.num_train, args.num_val, args.seed, args.sizes, args.workers,
-                              args.jpeg_quality, args.ground_truth, args.max_roll_deg, args.max_pitch_deg)
-    LOG.info("project config: %s", yaml_path)
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

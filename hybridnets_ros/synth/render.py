@@ -13,10 +13,10 @@ from dataclasses import dataclass, replace
 import cv2
 import numpy as np
 
-from hybridnets_ros.training.synth_geometry import RoadView
-from hybridnets_ros.training.synth_statics import StaticObject, static_polygons
-from hybridnets_ros.training.synth_vehicles import Color, vehicle_polygons
-from hybridnets_ros.training.synth_world import MIN_RENDER_DEPTH, LaneLine, Traffic, World
+from hybridnets_ros.synth.geometry import RoadView
+from hybridnets_ros.synth.statics import StaticObject, static_polygons
+from hybridnets_ros.synth.vehicles import Color, vehicle_polygons
+from hybridnets_ros.synth.world import MIN_RENDER_DEPTH, LaneLine, Traffic, World
 
 SHIFT = 4  # fillPoly fixed-point bits: sub-pixel polygon vertices
 MIN_VISIBLE = 0.2  # keep a vehicle's box when at least this fraction of it is visible

@@ -12,7 +12,7 @@ from functools import cmp_to_key
 
 import numpy as np
 
-from hybridnets_ros.training.synth_geometry import RoadView
+from hybridnets_ros.synth.geometry import RoadView
 
 Color = tuple[float, float, float]  # BGR
 

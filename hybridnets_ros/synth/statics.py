@@ -9,8 +9,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from hybridnets_ros.training.synth_geometry import RoadView
-from hybridnets_ros.training.synth_vehicles import Color, Shading, scale_color
+from hybridnets_ros.synth.geometry import RoadView
+from hybridnets_ros.synth.vehicles import Color, Shading, scale_color
 
 TREE_GREENS: tuple[Color, ...] = ((40, 95, 45), (35, 80, 55), (50, 110, 70), (30, 70, 40), (45, 100, 90))
 WALLS: tuple[Color, ...] = ((150, 160, 170), (90, 110, 150), (70, 80, 120), (180, 185, 190), (120, 140, 160),

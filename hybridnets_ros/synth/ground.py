@@ -16,10 +16,10 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-from hybridnets_ros.training.synth_geometry import Camera, RoadProfile
-from hybridnets_ros.training.synth_render import MAX_LANE_DEPTH, MAX_ROAD_DEPTH, Scene, render
-from hybridnets_ros.training.synth_vehicles import NEAR_WHEEL_DEPTH
-from hybridnets_ros.training.synth_world import World, sample_world
+from hybridnets_ros.synth.geometry import Camera, RoadProfile
+from hybridnets_ros.synth.render import MAX_LANE_DEPTH, MAX_ROAD_DEPTH, Scene, render
+from hybridnets_ros.synth.vehicles import NEAR_WHEEL_DEPTH
+from hybridnets_ros.synth.world import World, sample_world
 
 # Columns: the optical frame's axes (x right, y down, z forward) in a REP 103 body frame (x forward, y left, z up).
 _OPTICAL_IN_BODY = np.array([[0.0, 0.0, 1.0], [-1.0, 0.0, 0.0], [0.0, -1.0, 0.0]])
