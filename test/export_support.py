@@ -8,11 +8,12 @@ import numpy as np
 import torch
 
 from golden_support import MIN_IOU, mask_agreement  # noqa: F401 (mask_agreement: the backend tests import it here)
+from hybridnets_ros.conventions import DetectionThresholds
 from hybridnets_ros.inference.backends import create_backend
 from hybridnets_ros.inference.box_pairing import box_agreement
 from hybridnets_ros.inference.export import matched_min_iou
 from hybridnets_ros.inference.pipeline import HybridNetsPipeline
-from hybridnets_ros.inference.postprocess import Detections, PostprocessConfig
+from hybridnets_ros.inference.postprocess import Detections
 from hybridnets_ros.inference.sample_frames import synthetic_frames
 from hybridnets_ros.model import HybridNets, ModelConfig, load_model_config
 
@@ -55,18 +56,18 @@ def small_d0_model(input_hw: tuple[int, int] = (128, 256)) -> tuple[HybridNets, 
     return model.eval(), config
 
 
-def torch_pipeline(model: HybridNets, config: ModelConfig, postprocess: PostprocessConfig | None = None):
+def torch_pipeline(model: HybridNets, config: ModelConfig, postprocess: DetectionThresholds | None = None):
     return HybridNetsPipeline(create_backend("torch", model, config, "cpu", "fp32"), config, postprocess)
 
 
-def robust_postprocess(model: HybridNets, config: ModelConfig, frames: list[np.ndarray]) -> PostprocessConfig:
+def robust_postprocess(model: HybridNets, config: ModelConfig, frames: list[np.ndarray]) -> DetectionThresholds:
     """Post-processing under which backends can be compared with torch on ``frames`` (H,W,3) rgb8: the torch scores'
     :func:`robust_threshold`, NMS IoU 0.3 and max_detections 1000, above the candidate count (the cap would cut a run
     of near-equal scores at an arbitrary place)."""
     pipeline = torch_pipeline(model, config)
     with torch.inference_mode():
         scores = pipeline.forward(pipeline.preprocess(frames)[0]).classification.amax(dim=2)
-    return PostprocessConfig(score_threshold=robust_threshold(scores), nms_iou_threshold=0.3, max_detections=1000)
+    return DetectionThresholds(score_threshold=robust_threshold(scores), nms_iou_threshold=0.3, max_detections=1000)
 
 
 def robust_threshold(scores: torch.Tensor, min_count: int = 3, max_count: int = 500, margin: float = 1e-4) -> float:

@@ -19,10 +19,10 @@ from golden_support import (
     mask_agreement,
     run_threshold,
 )
+from hybridnets_ros.conventions import DetectionThresholds
 from hybridnets_ros.inference.backends import create_backend
 from hybridnets_ros.inference.backends.onnx_cache import cached_raw_onnx
 from hybridnets_ros.inference.pipeline import HybridNetsPipeline
-from hybridnets_ros.inference.postprocess import PostprocessConfig
 from hybridnets_ros.inference.sample_frames import read_rgb
 
 pytestmark = pytest.mark.slow
@@ -49,7 +49,7 @@ def backend(request, golden_c, cache_dir: Path):
 
 @pytest.fixture(scope="module")
 def demo_cases(golden_c, golden_dir: Path,
-               demo_images_dir: Path) -> list[tuple[np.ndarray, PostprocessConfig, float, object]]:
+               demo_images_dir: Path) -> list[tuple[np.ndarray, DetectionThresholds, float, object]]:
     """Per demo image: the RGB frame, its ``few_`` run thresholds and compare cut (golden_support) and the torch
     pipeline's result at those thresholds."""
     model, config = golden_c
@@ -61,7 +61,7 @@ def demo_cases(golden_c, golden_dir: Path,
         with torch.inference_mode():
             x, letterboxes = pipeline.preprocess([frame])
             heads = pipeline.forward(x)
-        postprocess = PostprocessConfig(score_threshold=run_threshold(golden),
+        postprocess = DetectionThresholds(score_threshold=run_threshold(golden),
                                         nms_iou_threshold=float(golden["iou_thresh"]))
         expected = pipeline.postprocess_batch(heads, letterboxes, postprocess)[0]
         # the torch side itself is the golden result (the pipeline's own tests check this more closely)

@@ -11,12 +11,12 @@ import pytest
 import torch
 
 from export_support import assert_same_detections, mask_agreement, robust_postprocess, small_d0_model, torch_pipeline
+from hybridnets_ros.conventions import DetectionThresholds
 from hybridnets_ros.inference import export as export_module
 from hybridnets_ros.inference.backends import create_backend
 from hybridnets_ros.inference.backends import onnx_cache, tensorrt_backend
 from hybridnets_ros.inference.backends.optional_import import BackendUnavailableError
 from hybridnets_ros.inference.pipeline import HybridNetsPipeline
-from hybridnets_ros.inference.postprocess import PostprocessConfig
 from hybridnets_ros.inference.sample_frames import synthetic_frames
 from hybridnets_ros.model import load_model_config
 
@@ -47,7 +47,7 @@ def frames() -> list[np.ndarray]:
 
 
 @pytest.fixture(scope="module")
-def postprocess(d0, frames) -> PostprocessConfig:
+def postprocess(d0, frames) -> DetectionThresholds:
     """A threshold in a clear gap of the scores: the candidate sets cannot depend on float noise."""
     return robust_postprocess(*d0, frames)
 

@@ -26,10 +26,11 @@ from golden_support import (
     mask_agreement,
     run_threshold,
 )
+from hybridnets_ros.conventions import DetectionThresholds
 from hybridnets_ros.inference.export import export_onnx, main, read_metadata
 from hybridnets_ros.inference.letterbox import letterbox_images
 from hybridnets_ros.inference.onnx_graph import POSTPROCESSED_OUTPUTS, PostprocessedHybridNets
-from hybridnets_ros.inference.postprocess import Detections, PostprocessConfig, seg_class_map, select_detections
+from hybridnets_ros.inference.postprocess import Detections, seg_class_map, select_detections
 from hybridnets_ros.inference.sample_frames import read_rgb, synthetic_frames
 from hybridnets_ros.model import generate_anchors
 from hybridnets_ros.model.checkpoint import save_checkpoint
@@ -76,7 +77,7 @@ def golden_case(golden_dir: Path, demo_images_dir: Path, tmp_path_factory: pytes
     cases = []
     for i, index in enumerate(DEMO_IMAGES):
         golden = load_post(golden_dir, index)
-        postprocess = PostprocessConfig(score_threshold=run_threshold(golden),
+        postprocess = DetectionThresholds(score_threshold=run_threshold(golden),
                                         nms_iou_threshold=float(golden["iou_thresh"]))
         expected = pipeline.postprocess_batch(heads, letterboxes, postprocess)[i]
         assert_matches_golden(expected.detections, golden, f"torch, demo image {index}")
@@ -158,7 +159,7 @@ def test_cli_output_matches_the_torch_pipeline(cli_export, d0, d0_threshold):
     model, config = d0
     _, path = cli_export
     frames = synthetic_frames(2) + synthetic_frames(1, (480, 640), seed=5)
-    postprocess = PostprocessConfig(score_threshold=d0_threshold, max_detections=300)
+    postprocess = DetectionThresholds(score_threshold=d0_threshold, max_detections=300)
     expected = torch_pipeline(model, config, postprocess)(frames)
     detections, counts, seg, letterboxes = run_postprocessed(path, frames, config.input_size)
     assert detections.shape[1] == 300
@@ -189,8 +190,8 @@ def test_torch_wrapper_equals_the_pipeline_selection_also_when_capped(d0):
     with torch.inference_mode():
         heads = pipeline.forward(pipeline.preprocess(frames)[0])
         anchors = generate_anchors(config, config.input_size)
-        for postprocess, capped in ((PostprocessConfig(score_threshold=0.0, pre_nms_top_k=200, max_detections=7), True),
-                                    (PostprocessConfig(score_threshold=0.02, nms_iou_threshold=0.5, pre_nms_top_k=50),
+        for postprocess, capped in ((DetectionThresholds(score_threshold=0.0, pre_nms_top_k=200, max_detections=7), True),
+                                    (DetectionThresholds(score_threshold=0.02, nms_iou_threshold=0.5, pre_nms_top_k=50),
                                      False)):
             wrapper = PostprocessedHybridNets(model, config, postprocess).eval()
             rows, counts, seg = wrapper(images)

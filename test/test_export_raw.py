@@ -7,9 +7,9 @@ import pytest
 import torch
 
 from export_support import small_d0_model
+from hybridnets_ros.conventions import DetectionThresholds
 from hybridnets_ros.inference.export import export_onnx, read_metadata, verify_onnx
 from hybridnets_ros.inference.onnx_graph import RAW_OUTPUTS
-from hybridnets_ros.inference.postprocess import PostprocessConfig
 from hybridnets_ros.inference.sample_frames import synthetic_frames
 
 ort = pytest.importorskip("onnxruntime")
@@ -50,7 +50,7 @@ def test_static_batch_shapes_names_and_metadata(static_export, d0):
 @pytest.mark.slow
 def test_verify_reports_agreement_on_repeated_frames(static_export, d0):
     model, config = d0
-    report = verify_onnx(static_export, model, config, synthetic_frames(1), PostprocessConfig(score_threshold=0.02),
+    report = verify_onnx(static_export, model, config, synthetic_frames(1), DetectionThresholds(score_threshold=0.02),
                          batch=2)
     assert len(report.frames) == 2  # the one frame repeated to the static batch
     assert set(report.max_abs_diff) == set(RAW_OUTPUTS)

@@ -14,15 +14,9 @@ from golden_support import (
     mask_agreement,
     run_threshold,
 )
+from hybridnets_ros.conventions import DetectionThresholds
 from hybridnets_ros.inference.letterbox import Letterbox
-from hybridnets_ros.inference.postprocess import (
-    Detections,
-    PostprocessConfig,
-    detect,
-    seg_class_map,
-    segment,
-    select_detections,
-)
+from hybridnets_ros.inference.postprocess import Detections, detect, seg_class_map, segment, select_detections
 
 DEMO_LB = Letterbox.fit((720, 1280), (384, 640))
 # The scores here are the golden raw heads' own values (no arithmetic on them), so they match exactly on any CPU.
@@ -39,9 +33,9 @@ def post(golden_dir):
     return load_post(golden_dir, 1)
 
 
-def _few_config(post) -> PostprocessConfig:
+def _few_config(post) -> DetectionThresholds:
     """The golden ``few_`` setting, run just below its threshold (golden_support)."""
-    return PostprocessConfig(score_threshold=run_threshold(post), nms_iou_threshold=float(post["iou_thresh"]))
+    return DetectionThresholds(score_threshold=run_threshold(post), nms_iou_threshold=float(post["iou_thresh"]))
 
 
 def test_golden_detections(raw, post):
@@ -56,7 +50,7 @@ def test_threshold_is_strict(raw, post):
     of the NMS threshold, far above the rounding of the decoded boxes."""
     threshold = float(post["few_conf_thresh"])
     assert int((raw["classification"] == threshold).sum()) == 1
-    config = PostprocessConfig(score_threshold=threshold, nms_iou_threshold=float(post["iou_thresh"]))
+    config = DetectionThresholds(score_threshold=threshold, nms_iou_threshold=float(post["iou_thresh"]))
     det = detect(raw["regression"], raw["classification"], raw["anchors"], [DEMO_LB], config)[0]
     assert (det.scores > threshold).all() and len(det) == len(post["few_scores"])
 
@@ -97,17 +91,17 @@ def test_caps_and_threshold(raw, post):
     # The golden five best (file scores, no ties): every box above the midpoint to the sixth pairs with one of them.
     top_five_cut = float(post["few_scores"][4] + post["few_scores"][5]) / 2
     assert assert_same_boxes(golden_detections(post), det, top_five_cut, "capped", FILE_SCORE_ATOL) == 5
-    cfg = PostprocessConfig(score_threshold=0.999)
+    cfg = DetectionThresholds(score_threshold=0.999)
     assert len(detect(raw["regression"], raw["classification"], raw["anchors"], [DEMO_LB], cfg)[0]) == 0
     # Only the 3 best candidates enter NMS: at most 3 boxes, all among the golden candidates' best.
-    cfg = PostprocessConfig(score_threshold=0.25, pre_nms_top_k=3)
+    cfg = DetectionThresholds(score_threshold=0.25, pre_nms_top_k=3)
     det = detect(raw["regression"], raw["classification"], raw["anchors"], [DEMO_LB], cfg)[0]
     assert 1 <= len(det) <= 3 and det.scores[0] == post["few_scores"][0]
 
 
 def test_invalid_config_is_rejected(raw):
     with pytest.raises(ValueError, match="score_threshold"):
-        config = PostprocessConfig(score_threshold=2)
+        config = DetectionThresholds(score_threshold=2)
         detect(raw["regression"], raw["classification"], raw["anchors"], [DEMO_LB], config)
 
 

@@ -14,7 +14,8 @@ from golden_support import (
     mask_agreement,
     run_threshold,
 )
-from hybridnets_ros.inference.pipeline import HybridNetsPipeline, PostprocessConfig
+from hybridnets_ros.conventions import DetectionThresholds
+from hybridnets_ros.inference.pipeline import HybridNetsPipeline
 from hybridnets_ros.inference.postprocess import Detections
 from hybridnets_ros.ros import conversions
 from hybridnets_ros.ros.bench import running_node, unique_header
@@ -49,7 +50,7 @@ def test_node_equals_pipeline_and_golden(ros_env, tmp_path, variant_c_weights, g
     pipeline = HybridNetsPipeline.from_weights(str(variant_c_weights), device="cpu")
     for path in images:
         detections, seg = answers[path.stem]
-        pipeline.postprocess = PostprocessConfig(score_threshold=thresholds[path.stem], nms_iou_threshold=0.3,
+        pipeline.postprocess = DetectionThresholds(score_threshold=thresholds[path.stem], nms_iou_threshold=0.3,
                                                  max_detections=MAX_DETECTIONS)
         direct = pipeline([cv2.imread(str(path), cv2.IMREAD_COLOR)], "bgr8")[0]
         boxes = conversions.detection_boxes(detections)

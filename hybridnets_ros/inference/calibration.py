@@ -18,8 +18,9 @@ import cv2
 import numpy as np
 import torch
 
+from hybridnets_ros.conventions import IMAGE_SUFFIXES
 from hybridnets_ros.inference.letterbox import letterbox_images
-from hybridnets_ros.inference.sample_frames import IMAGE_SUFFIXES, image_files
+from hybridnets_ros.inference.sample_frames import image_files
 from hybridnets_ros.model.config import ModelConfig
 
 SYNTHETIC = "synthetic"

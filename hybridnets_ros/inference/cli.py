@@ -17,16 +17,15 @@ import cv2
 import numpy as np
 from tqdm import tqdm
 
+from hybridnets_ros.conventions import IMAGE_SUFFIXES, DetectionThresholds
 from hybridnets_ros.inference.backends import add_backend_arguments
 from hybridnets_ros.inference.pipeline import HybridNetsPipeline
-from hybridnets_ros.inference.postprocess import FrameResult, PostprocessConfig
+from hybridnets_ros.inference.postprocess import FrameResult
 from hybridnets_ros.inference.visualize import draw_overlay
 from hybridnets_ros.model.checkpoint import CheckpointError
 
 LOG = logging.getLogger("hybridnets-infer")
 
-IMAGE_EXTENSIONS = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".ppm", ".pgm", ".pnm"}
-VIDEO_EXTENSIONS = {".mp4", ".avi", ".mkv", ".mov", ".webm", ".m4v", ".mpg", ".mpeg", ".wmv", ".flv", ".ts"}
 # Progress bars only for inputs long enough to be worth one.
 MIN_FRAMES_FOR_PROGRESS = 10
 
@@ -45,8 +44,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--output", required=True, help="folder for the per-frame .json, _seg.png and _overlay.jpg")
     parser.add_argument("--model-config", default=None,
                         help="model config name in models/ or a .yaml path (default: the checkpoint's own)")
-    parser.add_argument("--score-threshold", type=float, default=PostprocessConfig.score_threshold)
-    parser.add_argument("--nms-iou-threshold", type=float, default=PostprocessConfig.nms_iou_threshold)
+    parser.add_argument("--score-threshold", type=float, default=DetectionThresholds.score_threshold)
+    parser.add_argument("--nms-iou-threshold", type=float, default=DetectionThresholds.nms_iou_threshold)
     add_backend_arguments(parser)
     parser.add_argument("--batch-size", type=int, default=1, help="frames per forward pass")
     return parser
@@ -85,20 +84,20 @@ def open_source(source: str | Path) -> tuple[Iterator[tuple[str, np.ndarray]], i
     if not path.exists():
         raise SourceError(f"source '{path}' does not exist")
     if path.is_dir():
-        images = sorted(p for p in path.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS)
+        images = sorted(p for p in path.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
         if not images:
-            raise SourceError(f"folder '{path}' contains no images ({', '.join(sorted(IMAGE_EXTENSIONS))})")
+            raise SourceError(f"folder '{path}' contains no images ({', '.join(IMAGE_SUFFIXES)})")
         stems = [p.stem for p in images]
         if len(set(stems)) != len(stems):
             raise SourceError(f"folder '{path}' has several images with the same name stem; their outputs would clash")
         return _image_frames(images), len(images)
-    if path.suffix.lower() in IMAGE_EXTENSIONS:
+    if path.suffix.lower() in IMAGE_SUFFIXES:
         _read_image(path)  # fail now, with a clear message, rather than mid-run
         return _image_frames([path]), 1
     capture = cv2.VideoCapture(str(path))
     if not capture.isOpened():
         raise SourceError(
-            f"cannot open '{path}': not an image ({', '.join(sorted(IMAGE_EXTENSIONS))}) and not a video OpenCV "
+            f"cannot open '{path}': not an image ({', '.join(IMAGE_SUFFIXES)}) and not a video OpenCV "
             "can decode"
         )
     count = int(capture.get(cv2.CAP_PROP_FRAME_COUNT))
@@ -143,7 +142,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.batch_size < 1:
         LOG.error("--batch-size must be at least 1, got %d", args.batch_size)
         return 2
-    postprocess = PostprocessConfig(score_threshold=args.score_threshold, nms_iou_threshold=args.nms_iou_threshold)
+    postprocess = DetectionThresholds(score_threshold=args.score_threshold, nms_iou_threshold=args.nms_iou_threshold)
     try:
         postprocess.validate()
         frames, total = open_source(args.source)

@@ -31,6 +31,7 @@ from torch import nn
 
 import hybridnets_ros
 from hybridnets_ros import resources
+from hybridnets_ros.conventions import DetectionThresholds
 from hybridnets_ros.inference.backends import create_backend
 from hybridnets_ros.inference.backends.optional_import import import_runtime
 from hybridnets_ros.inference.box_pairing import box_agreement
@@ -47,7 +48,7 @@ from hybridnets_ros.inference.onnx_graph import (
     dynamo_translation_table,
 )
 from hybridnets_ros.inference.pipeline import HybridNetsPipeline
-from hybridnets_ros.inference.postprocess import FrameResult, PostprocessConfig, seg_class_map
+from hybridnets_ros.inference.postprocess import FrameResult, seg_class_map
 from hybridnets_ros.model.config import ModelConfig
 from hybridnets_ros.model.hybridnets import HybridNetsOutput
 
@@ -80,13 +81,13 @@ def cpu_fp32(model: nn.Module) -> nn.Module:
 
 
 def export_wrapper(
-    model: nn.Module, config: ModelConfig, variant: str, postprocess: PostprocessConfig | None = None
+    model: nn.Module, config: ModelConfig, variant: str, postprocess: DetectionThresholds | None = None
 ) -> nn.Module:
     """The module that is exported for ``variant`` (eval mode, on the model's device)."""
     if variant == "raw":
         return RawHeads(model).eval()
     if variant == "postprocessed":
-        return PostprocessedHybridNets(model, config, postprocess or PostprocessConfig()).eval()
+        return PostprocessedHybridNets(model, config, postprocess or DetectionThresholds()).eval()
     raise ValueError(f"unknown ONNX variant '{variant}': use one of {list(VARIANTS)}")
 
 
@@ -99,7 +100,7 @@ def example_input(config: ModelConfig, variant: str, batch: int) -> torch.Tensor
     return torch.randint(0, 256, shape, generator=generator, dtype=torch.uint8)
 
 
-def _metadata(config: ModelConfig, variant: str, postprocess: PostprocessConfig | None, batch: int | None) -> dict:
+def _metadata(config: ModelConfig, variant: str, postprocess: DetectionThresholds | None, batch: int | None) -> dict:
     h, w = config.input_size
     meta = {
         "version": hybridnets_ros.__version__,
@@ -119,7 +120,7 @@ def _metadata(config: ModelConfig, variant: str, postprocess: PostprocessConfig 
         meta["outputs"] = ("detections (B,K,6) float32 [x1,y1,x2,y2,score,class_id] in input pixels by descending "
                            "score, rows >= num_detections are zero; num_detections (B,) int64; "
                            "seg_classes (B,H,W) uint8 (0 background, k = seg_class_names[k])")
-        meta["postprocess"] = json.dumps(dataclasses.asdict(postprocess or PostprocessConfig()))
+        meta["postprocess"] = json.dumps(dataclasses.asdict(postprocess or DetectionThresholds()))
     return {METADATA_PREFIX + k: v for k, v in meta.items()}
 
 
@@ -174,7 +175,7 @@ def export_onnx(
     variant: str = "postprocessed",
     opset: int = DEFAULT_OPSET,
     batch: int | None = None,
-    postprocess: PostprocessConfig | None = None,
+    postprocess: DetectionThresholds | None = None,
     exporter: str = DEFAULT_EXPORTER,
 ) -> Path:
     """Export ``model`` (a HybridNets) to a single ONNX file at ``output`` and return its path.
@@ -310,7 +311,7 @@ def verify_onnx(
     model: nn.Module,
     config: ModelConfig,
     frames: Sequence[np.ndarray],
-    postprocess: PostprocessConfig | None = None,
+    postprocess: DetectionThresholds | None = None,
     batch: int | None = None,
 ) -> VerificationReport:
     """Run the exported file in ONNX Runtime (CPU) and the torch pipeline on the same RGB frames and compare.
@@ -321,7 +322,7 @@ def verify_onnx(
     ``postprocess`` must be the thresholds the postprocessed file was exported with.
     """
     path = Path(path)
-    postprocess = postprocess or PostprocessConfig()
+    postprocess = postprocess or DetectionThresholds()
     frames = _batched(frames, batch)
     variant = read_metadata(path).get("variant", "raw")
     model = cpu_fp32(model)
@@ -382,10 +383,10 @@ def build_parser() -> argparse.ArgumentParser:
     batch = parser.add_mutually_exclusive_group()
     batch.add_argument("--batch", type=int, help="fixed batch size")
     batch.add_argument("--dynamic-batch", action="store_true", help="dynamic batch dimension (default)")
-    parser.add_argument("--score-threshold", type=float, default=PostprocessConfig.score_threshold)
-    parser.add_argument("--nms-iou-threshold", type=float, default=PostprocessConfig.nms_iou_threshold)
-    parser.add_argument("--pre-nms-top-k", type=int, default=PostprocessConfig.pre_nms_top_k)
-    parser.add_argument("--max-detections", type=int, default=PostprocessConfig.max_detections,
+    parser.add_argument("--score-threshold", type=float, default=DetectionThresholds.score_threshold)
+    parser.add_argument("--nms-iou-threshold", type=float, default=DetectionThresholds.nms_iou_threshold)
+    parser.add_argument("--pre-nms-top-k", type=int, default=DetectionThresholds.pre_nms_top_k)
+    parser.add_argument("--max-detections", type=int, default=DetectionThresholds.max_detections,
                         help="K, the fixed number of detection rows per image (postprocessed variant)")
     parser.add_argument("--verify-images", nargs="+", metavar="IMAGE",
                         help="images to check the export on (default: 2 synthetic 1280x720 frames)")
@@ -459,7 +460,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             if args.output:
                 print(f"wrote {openvino_backend.copy_ir(quantized, Path(args.output).expanduser())}")
             return 0
-        postprocess = PostprocessConfig(args.score_threshold, args.nms_iou_threshold, args.pre_nms_top_k,
+        postprocess = DetectionThresholds(args.score_threshold, args.nms_iou_threshold, args.pre_nms_top_k,
                                         args.max_detections)
         postprocess.validate()
         frames = None if args.no_verify else _verification_frames(args.verify_images)

@@ -38,10 +38,10 @@ import cv2
 import numpy as np
 import torch
 
+from hybridnets_ros.conventions import DetectionThresholds
 from hybridnets_ros.inference.backends import create_backend, resolve_device
 from hybridnets_ros.inference.box_pairing import pair_boxes
 from hybridnets_ros.inference.pipeline import HybridNetsPipeline
-from hybridnets_ros.inference.postprocess import PostprocessConfig
 from hybridnets_ros.model.checkpoint import build_model
 from hybridnets_ros.model.config import ModelConfig
 from hybridnets_ros.model.hybridnets import HybridNets, HybridNetsOutput
@@ -178,7 +178,7 @@ def disable_tf32() -> None:
 
 
 def make_pipeline(model: torch.nn.Module, config: ModelConfig, device: torch.device, precision: str,
-                  postprocess: PostprocessConfig | None = None) -> HybridNetsPipeline:
+                  postprocess: DetectionThresholds | None = None) -> HybridNetsPipeline:
     backend = create_backend("torch", model, config, device, precision)
     return HybridNetsPipeline(backend, config, postprocess)
 
@@ -322,9 +322,9 @@ def check_fp16(opts: Options) -> dict[str, Any]:
     del golden
     model, config = build_model(bundled_weights(), device="cpu")
     reference = make_pipeline(copy.deepcopy(model), config, torch.device("cpu"), "fp32",
-                              PostprocessConfig(score_threshold=FP16_SCORE_THRESHOLD - tol.margin))
+                              DetectionThresholds(score_threshold=FP16_SCORE_THRESHOLD - tol.margin))
     half = make_pipeline(model, config, opts.device, "fp16",
-                         PostprocessConfig(score_threshold=FP16_SCORE_THRESHOLD - tol.margin))
+                         DetectionThresholds(score_threshold=FP16_SCORE_THRESHOLD - tol.margin))
     images = demo_images(opts.images)
     for index, image in images.items():
         x_cpu, _ = reference.preprocess([image], "bgr8")

@@ -16,7 +16,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-PAD_VALUE = 114
+from hybridnets_ros.conventions import PAD_VALUE
+
 
 # cv2 ignores partial source cells narrower than this (computeResizeAreaTab).
 _AREA_EPS = 1e-3

@@ -20,9 +20,10 @@ import torch
 from torch import nn
 from torch.onnx import symbolic_helper
 
+from hybridnets_ros.conventions import DetectionThresholds
 from hybridnets_ros.inference.box_coder import clip_boxes, decode_boxes
 from hybridnets_ros.inference.nms import batched_nms
-from hybridnets_ros.inference.postprocess import PostprocessConfig, seg_class_map
+from hybridnets_ros.inference.postprocess import seg_class_map
 from hybridnets_ros.model.anchors import generate_anchors
 from hybridnets_ros.model.config import ModelConfig
 
@@ -135,7 +136,7 @@ class PostprocessedHybridNets(nn.Module):
     :func:`seg_class_map`; K = ``max_detections``.
     """
 
-    def __init__(self, model: nn.Module, config: ModelConfig, postprocess: PostprocessConfig) -> None:
+    def __init__(self, model: nn.Module, config: ModelConfig, postprocess: DetectionThresholds) -> None:
         super().__init__()
         postprocess.validate()
         self.model = model

@@ -16,18 +16,12 @@ import numpy as np
 import torch
 
 from hybridnets_ros import resources
+from hybridnets_ros.conventions import DetectionThresholds
 from hybridnets_ros.encodings import BGR_ORDERED, ENCODINGS, PIPELINE_ENCODINGS
 from hybridnets_ros.inference.backends import create_backend, resolve_device
 from hybridnets_ros.inference.backends.base import InferenceBackend
 from hybridnets_ros.inference.letterbox import Letterbox, letterbox_images
-from hybridnets_ros.inference.postprocess import (
-    Detections,
-    FrameResult,
-    PostprocessConfig,
-    detect,
-    seg_confidences,
-    segment,
-)
+from hybridnets_ros.inference.postprocess import Detections, FrameResult, detect, seg_confidences, segment
 from hybridnets_ros.model.anchors import generate_anchors
 from hybridnets_ros.model.checkpoint import build_model
 from hybridnets_ros.model.config import ModelConfig, load_model_config
@@ -35,7 +29,7 @@ from hybridnets_ros.model.hybridnets import HybridNetsOutput
 
 LOG = logging.getLogger(__name__)
 
-__all__ = ["PIPELINE_ENCODINGS", "Detections", "FrameResult", "HybridNetsPipeline", "PostprocessConfig", "StagedBatch"]
+__all__ = ["PIPELINE_ENCODINGS", "Detections", "FrameResult", "HybridNetsPipeline", "DetectionThresholds", "StagedBatch"]
 
 
 def _check_frame(index: int, frame: np.ndarray, encoding: str) -> np.ndarray:
@@ -66,7 +60,7 @@ class HybridNetsPipeline:
     """
 
     def __init__(
-        self, backend: InferenceBackend, config: ModelConfig, postprocess: PostprocessConfig | None = None
+        self, backend: InferenceBackend, config: ModelConfig, postprocess: DetectionThresholds | None = None
     ) -> None:
         self.backend = backend
         self.config = config
@@ -74,7 +68,7 @@ class HybridNetsPipeline:
         self.precision = backend.precision
         self.class_names = list(config.obj_list)
         self.seg_names = list(config.seg_list)
-        self.postprocess = postprocess if postprocess is not None else PostprocessConfig()
+        self.postprocess = postprocess if postprocess is not None else DetectionThresholds()
         self.postprocess.validate()
         self.anchors = generate_anchors(config, config.input_size).to(self.device)
         self._mean = torch.tensor(config.mean, dtype=torch.float32, device=self.device).view(1, 3, 1, 1)
@@ -90,7 +84,7 @@ class HybridNetsPipeline:
         device: str | torch.device = "auto",
         precision: str = "auto",
         backend: str = "auto",
-        postprocess: PostprocessConfig | None = None,
+        postprocess: DetectionThresholds | None = None,
         **backend_options: object,
     ) -> "HybridNetsPipeline":
         """Load a checkpoint (``None``: the bundled model) and build the pipeline on ``device``.
@@ -157,7 +151,7 @@ class HybridNetsPipeline:
         return self.backend.forward(x)
 
     def postprocess_batch(
-        self, out: HybridNetsOutput, letterboxes: Sequence[Letterbox], config: PostprocessConfig | None = None
+        self, out: HybridNetsOutput, letterboxes: Sequence[Letterbox], config: DetectionThresholds | None = None
     ) -> list[FrameResult]:
         """Raw outputs -> one FrameResult per frame, in original image pixels."""
         config = config if config is not None else self.postprocess
@@ -218,7 +212,7 @@ class StagedBatch:
 
     x: torch.Tensor | None
     letterboxes: list[Letterbox]
-    config: PostprocessConfig
+    config: DetectionThresholds
     timings: dict[str, float]
     raw: HybridNetsOutput | None = None
 

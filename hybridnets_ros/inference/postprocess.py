@@ -14,33 +14,10 @@ import cv2
 import numpy as np
 import torch
 
+from hybridnets_ros.conventions import SEG_MODES
 from hybridnets_ros.inference.box_coder import clip_boxes, decode_boxes
 from hybridnets_ros.inference.letterbox import Letterbox
 from hybridnets_ros.inference.nms import batched_nms
-
-SEG_MODES = ("binary", "multiclass", "multilabel")
-
-
-@dataclass
-class PostprocessConfig:
-    """Detection thresholds; mutable so callers can change them between frames."""
-
-    score_threshold: float = 0.25
-    nms_iou_threshold: float = 0.3
-    pre_nms_top_k: int = 1000
-    max_detections: int = 100
-
-    def validate(self) -> None:
-        """Raise ValueError for values that cannot work."""
-        if not 0.0 <= self.score_threshold <= 1.0:
-            raise ValueError(f"score_threshold must be in [0, 1], got {self.score_threshold}")
-        if not 0.0 <= self.nms_iou_threshold <= 1.0:
-            raise ValueError(f"nms_iou_threshold must be in [0, 1], got {self.nms_iou_threshold}")
-        if self.pre_nms_top_k < 1 or self.max_detections < 1:
-            raise ValueError(
-                f"pre_nms_top_k and max_detections must be >= 1, got {self.pre_nms_top_k}, {self.max_detections}"
-            )
-
 
 @dataclass
 class Detections:
@@ -98,7 +75,7 @@ def select_detections(
     classification: torch.Tensor,
     anchors: torch.Tensor,
     input_hw: Sequence[int],
-    config: PostprocessConfig,
+    config: DetectionThresholds,
 ) -> list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
     """Detections in network-input pixels, on the outputs' device.
 
@@ -132,7 +109,7 @@ def detect(
     classification: torch.Tensor,
     anchors: torch.Tensor,
     letterboxes: Sequence[Letterbox],
-    config: PostprocessConfig,
+    config: DetectionThresholds,
 ) -> list[Detections]:
     """Detections in original image pixels (numpy), one per letterbox; inputs as in :func:`select_detections`."""
     input_hw = letterboxes[0].net_hw

@@ -7,7 +7,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp")
+from hybridnets_ros.conventions import IMAGE_SUFFIXES
+
 
 
 def read_rgb(path: str | Path) -> np.ndarray:

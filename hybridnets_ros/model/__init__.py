@@ -1,4 +1,5 @@
 """The HybridNets network (pure torch), its config, anchors and checkpoints."""
+from hybridnets_ros.conventions import SEG_MODES
 from hybridnets_ros.model.anchors import check_input_hw, generate_anchors
 from hybridnets_ros.model.checkpoint import (
     CHECKPOINT_FORMAT,
@@ -8,7 +9,7 @@ from hybridnets_ros.model.checkpoint import (
     load_checkpoint,
     save_checkpoint,
 )
-from hybridnets_ros.model.config import SEG_MODES, CoefSpec, ModelConfig, coef_spec, load_model_config
+from hybridnets_ros.model.config import CoefSpec, ModelConfig, coef_spec, load_model_config
 from hybridnets_ros.model.hybridnets import HybridNets, HybridNetsIntermediates, HybridNetsOutput
 
 __all__ = [

@@ -7,7 +7,8 @@ from typing import Sequence
 import numpy as np
 import torch
 
-from hybridnets_ros.model.config import NETWORK_STRIDE, PYRAMID_STRIDES, ModelConfig
+from hybridnets_ros.conventions import NETWORK_STRIDE, PYRAMID_STRIDES
+from hybridnets_ros.model.config import ModelConfig
 
 
 def check_input_hw(input_hw: Sequence[int]) -> tuple[int, int]:

@@ -10,11 +10,9 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, Mapping
 
+from hybridnets_ros.conventions import NETWORK_STRIDE, SEG_MODES
 from hybridnets_ros.resources import resolve_model_config
 
-SEG_MODES = ("binary", "multiclass", "multilabel")
-NETWORK_STRIDE = 128  # P7 is input/128 and the BiFPN adds upsampled P7 to P6: H and W must be multiples of it.
-PYRAMID_STRIDES = (8, 16, 32, 64, 128)  # P3..P7
 # Encoders: the compound coefficient's EfficientNet, or the ELAN student encoder (model/elan.py).
 BACKBONES = ("efficientnet", "elan")
 

@@ -7,8 +7,9 @@ from typing import NamedTuple
 import torch
 from torch import nn
 
+from hybridnets_ros.conventions import NETWORK_STRIDE, PYRAMID_STRIDES
 from hybridnets_ros.model.bifpn import BiFPN
-from hybridnets_ros.model.config import NETWORK_STRIDE, PYRAMID_STRIDES, ModelConfig
+from hybridnets_ros.model.config import ModelConfig
 from hybridnets_ros.model.efficientnet import EfficientNetEncoder
 from hybridnets_ros.model.elan import ElanEncoder
 from hybridnets_ros.model.heads import BiFPNDecoder, Classifier, Regressor, SegmentationHead

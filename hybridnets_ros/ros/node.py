@@ -363,7 +363,7 @@ class HybridNetsNode(LifecycleNode):
     def _load_pipeline(self) -> Any:
         # Imported here: torch takes seconds to import, and nothing before configure needs it.
         from hybridnets_ros.inference.pipeline import HybridNetsPipeline
-        from hybridnets_ros.inference.postprocess import PostprocessConfig
+        from hybridnets_ros.conventions import DetectionThresholds
 
         weights = self.get_parameter("weights").value or None
         if weights is not None and Path(weights).expanduser().is_dir():
@@ -387,7 +387,7 @@ class HybridNetsNode(LifecycleNode):
             device=params["device"],
             precision=params["precision"],
             backend=params["backend"],
-            postprocess=PostprocessConfig(**{k: self._live[k] for k in THRESHOLD_PARAMETERS}),
+            postprocess=DetectionThresholds(**{k: self._live[k] for k in THRESHOLD_PARAMETERS}),
             **int8_options,
         )
         loaded = time.monotonic()

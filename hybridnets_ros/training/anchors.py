@@ -40,10 +40,11 @@ import numpy as np
 import torch
 import yaml
 
+from hybridnets_ros.conventions import PYRAMID_STRIDES
 from hybridnets_ros.inference.letterbox import Letterbox
 from hybridnets_ros.inference.nms import box_iou
 from hybridnets_ros.model.anchors import generate_anchors
-from hybridnets_ros.model.config import PYRAMID_STRIDES, ModelConfig
+from hybridnets_ros.model.config import ModelConfig
 from hybridnets_ros.resources import resolve_model_config
 from hybridnets_ros.training.dataset import BddDataset, LabelError
 from hybridnets_ros.training.project import ProjectConfig, ProjectConfigError

@@ -29,6 +29,7 @@ import numpy as np
 import torch
 from PIL import Image
 
+from hybridnets_ros.conventions import IMAGE_SUFFIXES
 from hybridnets_ros.inference.letterbox import Letterbox
 from hybridnets_ros.model.config import ModelConfig
 from hybridnets_ros.training.augment import AugmentConfig, Sample, augment, pack_masks
@@ -36,7 +37,6 @@ from hybridnets_ros.training.project import ProjectConfig
 
 logger = logging.getLogger(__name__)
 
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
 # A box may poke out of its image by this fraction of the image side (annotation slack) before the label counts as
 # malformed; beyond it the labels were most likely made for another resolution.
 BOX_SLACK = 0.1

@@ -33,9 +33,10 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
+from hybridnets_ros.conventions import DetectionThresholds
 from hybridnets_ros.inference.backends import add_backend_arguments, create_backend
 from hybridnets_ros.inference.backends.base import resolve_device
-from hybridnets_ros.inference.postprocess import PostprocessConfig, seg_class_map, select_detections
+from hybridnets_ros.inference.postprocess import seg_class_map, select_detections
 from hybridnets_ros.model.anchors import generate_anchors
 from hybridnets_ros.model.checkpoint import CheckpointError, build_model
 from hybridnets_ros.model.config import ModelConfig, load_model_config
@@ -177,7 +178,7 @@ def evaluate_model(
     net = getattr(model, "module", model)
     was_training = net.training
     net.eval()
-    post = PostprocessConfig(score_threshold, nms_iou_threshold, pre_nms_top_k, max_detections)
+    post = DetectionThresholds(score_threshold, nms_iou_threshold, pre_nms_top_k, max_detections)
     post.validate()
     anchors = generate_anchors(config, config.input_size).to(device)
     names = seg_class_names(config)

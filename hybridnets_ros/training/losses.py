@@ -19,8 +19,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from hybridnets_ros.conventions import SEG_MODES
 from hybridnets_ros.inference.box_coder import encode_boxes
-from hybridnets_ros.model.config import SEG_MODES
 
 SMALL_BOX_AREA = 100.0      # px², boundary between the two positive-IoU thresholds
 POSITIVE_IOU = 0.5

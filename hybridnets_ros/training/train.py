@@ -47,13 +47,8 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, DistributedSampler
 from tqdm import tqdm
 
-from hybridnets_ros.inference.postprocess import (
-    Detections,
-    FrameResult,
-    PostprocessConfig,
-    seg_class_map,
-    select_detections,
-)
+from hybridnets_ros.conventions import DetectionThresholds
+from hybridnets_ros.inference.postprocess import Detections, FrameResult, seg_class_map, select_detections
 from hybridnets_ros.inference.visualize import draw_overlay
 from hybridnets_ros.model.anchors import generate_anchors
 from hybridnets_ros.model.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
@@ -675,7 +670,7 @@ def prediction_overlays(model: nn.Module, config: ModelConfig, batch: Batch, anc
         out = model(normalise_images(batch.images, config, device))
     finally:
         model.train(was_training)
-    selected = select_detections(out.regression, out.classification, anchors, config.input_size, PostprocessConfig())
+    selected = select_detections(out.regression, out.classification, anchors, config.input_size, DetectionThresholds())
     masks = seg_class_map(out.segmentation, config.seg_mode).cpu().numpy()
     overlays = []
     for image, mask, (boxes, scores, classes), lb in zip(batch.images, masks, selected, batch.letterboxes):

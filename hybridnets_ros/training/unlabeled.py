@@ -27,10 +27,10 @@ import cv2
 import numpy as np
 import torch
 
+from hybridnets_ros.conventions import IMAGE_SUFFIXES
 from hybridnets_ros.encodings import ENCODINGS, ImageConversionError, raw_to_array, to_rgb8
 from hybridnets_ros.inference.letterbox import Letterbox
 
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
 VIDEO_SUFFIXES = (".mp4", ".avi", ".mkv", ".mov", ".webm", ".m4v")
 BAG_FILE_SUFFIXES = (".db3", ".mcap")
 IMAGE_TYPE = "sensor_msgs/msg/Image"
