@@ -10,6 +10,7 @@ import os
 from collections.abc import Sequence
 
 from hybridnets_ros.synth.dataset import DEFAULT_SIZES, parse_sizes, write_dataset
+from hybridnets_ros.synth.domain import DOMAINS
 
 LOG = logging.getLogger(__name__)
 
@@ -28,6 +29,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--ground-truth", action="store_true",
                         help="also write ground_truth/<split>/<name>.json: CameraInfo, camera pose, road edges, lane "
                              "lines and vehicle contact points in metres")
+    parser.add_argument("--domain", choices=tuple(DOMAINS), default="source",
+                        help="source: the default scenes; target: the shifted domain (dusk/night light, fog on "
+                             "some scenes, a higher camera with a wider field of view, amber short-dash markings)")
     parser.add_argument("--max-roll-deg", type=float, default=0.0,
                         help="turn each camera by a random real roll of up to this many degrees")
     parser.add_argument("--max-pitch-deg", type=float, default=0.0,
@@ -47,7 +51,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not (0 <= args.max_roll_deg <= 10 and 0 <= args.max_pitch_deg <= 10):
         raise SystemExit("hybridnets-synth: --max-roll-deg and --max-pitch-deg must be in [0, 10]")
     yaml_path = write_dataset(args.output, args.num_train, args.num_val, args.seed, args.sizes, args.workers,
-                              args.jpeg_quality, args.ground_truth, args.max_roll_deg, args.max_pitch_deg)
+                              args.jpeg_quality, args.ground_truth, args.max_roll_deg, args.max_pitch_deg, args.domain)
     LOG.info("project config: %s", yaml_path)
     return 0
 

@@ -10,6 +10,9 @@ Layout under ``--output``::
                                                  and vehicle contact points in metres (synth.ground.GroundTruth)
     dataset.yaml                                 project config (paths relative to this file)
 
+``--domain target`` draws the shifted target domain of ``synth.domain`` (dusk/night, fog, a higher and wider camera,
+amber short-dash markings) instead of the default source scenes.
+
 ``--max-roll-deg`` / ``--max-pitch-deg`` turn each camera by a random real roll / pitch (rendered exactly, see
 ``synth.ground``); with both 0 (the default) every image is the same as without them.
 
@@ -31,6 +34,7 @@ import cv2
 import numpy as np
 import yaml
 
+from hybridnets_ros.synth.domain import DOMAINS, SOURCE, Domain, shift_world
 from hybridnets_ros.synth.ground import GroundTruth, render_posed
 from hybridnets_ros.synth.scene import Scene, generate_drive, generate_scene, scene_to_bdd
 from hybridnets_ros.synth.world import sample_world
@@ -77,20 +81,22 @@ def _sample_rng_and_size(seed: int, split: str, index: int, sizes: Sequence[tupl
 
 
 def synth_sample(seed: int, split: str, index: int,
-                 sizes: Sequence[tuple[tuple[int, int], float]] | None = None) -> tuple[str, Scene]:
-    """The dataset's image ``index`` of ``split``: (file stem, scene), independent of every other image."""
+                 sizes: Sequence[tuple[tuple[int, int], float]] | None = None,
+                 domain: Domain = SOURCE) -> tuple[str, Scene]:
+    """The dataset's image ``index`` of ``split`` in ``domain``: (file stem, scene), independent of every other
+    image."""
     rng, size = _sample_rng_and_size(seed, split, index, sizes)
-    return sample_name(split, index), generate_scene(rng, size)
+    return sample_name(split, index), generate_scene(rng, size, domain)
 
 
 def synth_sample_with_truth(seed: int, split: str, index: int,
                             sizes: Sequence[tuple[tuple[int, int], float]] | None = None, max_roll: float = 0.0,
-                            max_pitch: float = 0.0) -> tuple[str, Scene, GroundTruth]:
+                            max_pitch: float = 0.0, domain: Domain = SOURCE) -> tuple[str, Scene, GroundTruth]:
     """``synth_sample`` with its ground truth in metres, from a camera rolled and pitched by up to ``max_roll`` /
     ``max_pitch`` rad (uniform; the draws happen only for a non-zero maximum, so with zeros the scene is exactly
     ``synth_sample``'s)."""
     rng, (width, height) = _sample_rng_and_size(seed, split, index, sizes)
-    world = sample_world(rng, int(width), int(height))
+    world = shift_world(sample_world(rng, int(width), int(height)), rng, domain)
     roll = float(rng.uniform(-max_roll, max_roll)) if max_roll else 0.0
     pitch = float(rng.uniform(-max_pitch, max_pitch)) if max_pitch else 0.0
     scene, truth = render_posed(world, roll, pitch, rng)
@@ -108,15 +114,16 @@ def _write_sample(root: Path, split: str, name: str, scene: Scene, jpeg_quality:
     (root / "det_annotations" / split / f"{name}.json").write_text(json.dumps(scene_to_bdd(scene, name)))
 
 
-def _job(args: tuple[Path, int, str, int, list, int, bool, float, float]) -> int:
+def _job(args: tuple[Path, int, str, int, list, int, bool, float, float, str]) -> int:
     """Write one image and its labels (and its ground truth when asked); returns its number of boxes."""
-    root, seed, split, index, sizes, jpeg_quality, ground_truth, max_roll, max_pitch = args
+    root, seed, split, index, sizes, jpeg_quality, ground_truth, max_roll, max_pitch, domain_name = args
+    domain = DOMAINS[domain_name]
     if ground_truth or max_roll or max_pitch:
-        name, scene, truth = synth_sample_with_truth(seed, split, index, sizes, max_roll, max_pitch)
+        name, scene, truth = synth_sample_with_truth(seed, split, index, sizes, max_roll, max_pitch, domain)
         if ground_truth:
             (root / "ground_truth" / split / f"{name}.json").write_text(json.dumps(truth.to_json()))
     else:
-        name, scene = synth_sample(seed, split, index, sizes)
+        name, scene = synth_sample(seed, split, index, sizes, domain)
     _write_sample(root, split, name, scene, jpeg_quality)
     return len(scene.boxes)
 
@@ -141,15 +148,18 @@ def project_config() -> dict:
 
 def write_dataset(root: str | Path, num_train: int, num_val: int, seed: int = 0, sizes: str = DEFAULT_SIZES,
                   workers: int = 1, jpeg_quality: int = 95, ground_truth: bool = False, max_roll_deg: float = 0.0,
-                  max_pitch_deg: float = 0.0) -> Path:
-    """Write the whole dataset and its ``dataset.yaml``; returns the yaml's path."""
+                  max_pitch_deg: float = 0.0, domain: str = "source") -> Path:
+    """Write the whole dataset of ``domain`` (a name in ``synth.domain.DOMAINS``) and its ``dataset.yaml``; returns
+    the yaml's path."""
+    if domain not in DOMAINS:
+        raise ValueError(f"unknown domain {domain!r}: expected one of {', '.join(DOMAINS)}")
     root = Path(root).expanduser().resolve()
     parsed = parse_sizes(sizes)
     for folder in FOLDERS + (("ground_truth",) if ground_truth else ()):
         for split in SPLIT_CODES:
             (root / folder / split).mkdir(parents=True, exist_ok=True)
     angles = (float(np.deg2rad(max_roll_deg)), float(np.deg2rad(max_pitch_deg)))
-    jobs = [(root, seed, split, i, parsed, jpeg_quality, ground_truth, *angles)
+    jobs = [(root, seed, split, i, parsed, jpeg_quality, ground_truth, *angles, domain)
             for split, count in (("train", num_train), ("val", num_val)) for i in range(count)]
     start = time.perf_counter()
     boxes = 0
@@ -166,8 +176,8 @@ def write_dataset(root: str | Path, num_train: int, num_val: int, seed: int = 0,
             boxes += _job(job)
             if done % step == 0:
                 LOG.info("%d/%d images", done, len(jobs))
-    header = (f"# Synthetic driving scenes written by hybridnets-synth: seed {seed}, {num_train} train and "
-              f"{num_val} val images, sizes {sizes}\n")
+    header = (f"# Synthetic driving scenes written by hybridnets-synth: {domain} domain, seed {seed}, {num_train} "
+              f"train and {num_val} val images, sizes {sizes}\n")
     yaml_path = root / "dataset.yaml"
     yaml_path.write_text(header + yaml.safe_dump(project_config(), sort_keys=False, default_flow_style=None))
     LOG.info("wrote %d images with %d boxes to %s in %.1f s", len(jobs), boxes, root, time.perf_counter() - start)

@@ -23,6 +23,8 @@ MIN_VISIBLE = 0.2  # keep a vehicle's box when at least this fraction of it is v
 MAX_ROAD_DEPTH = 300.0
 MAX_LANE_DEPTH = 150.0
 STATIC_ID = 255
+TAIL_LIGHT: Color = (40.0, 40.0, 255.0)
+HEAD_LIGHT: Color = (215.0, 240.0, 255.0)
 
 
 @dataclass(frozen=True)
@@ -114,14 +116,21 @@ def _background(world: World, view: RoadView, ground_row: float) -> np.ndarray:
 
 
 def _photometry(world: World, img: np.ndarray, shade: np.ndarray, ground_row: float,
-                rng: np.random.Generator) -> np.ndarray:
-    """Shadows, texture, vignetting, haze, colour cast, sensor noise and blur: (H, W, 3) uint8 -> uint8.
+                rng: np.random.Generator, depth: np.ndarray | None = None,
+                lights: np.ndarray | None = None) -> np.ndarray:
+    """Fog, shadows, texture, vignetting, haze, colour cast, contrast, lights, sensor noise and blur: (H, W, 3) uint8
+    -> uint8.
 
     The smooth factors (texture, vignetting, colour gain, haze attenuation) are computed on a coarse grid and
     upsampled; all full-resolution work is saturating uint8 arithmetic in OpenCV, which keeps a 1280x720 frame cheap.
+    ``depth`` (H, W) m is needed when the style has fog; ``lights`` (H, W, 3) uint8 glow is added after the gain
+    (lights shine, they are not lit).
     """
     style = world.style
     h, w = img.shape[:2]
+    if style.fog_density > 0:
+        kept = np.exp(-style.fog_density * depth, dtype=np.float32)[..., None]
+        img = (img * kept + np.asarray(style.fog_color, np.float32) * (1.0 - kept)).astype(np.uint8)
     gh, gw = max(2, h // 8), max(2, w // 8)
     texture = cv2.resize(world.texture, (gw, gh), interpolation=cv2.INTER_CUBIC)
     ys = np.linspace(-1, 1, gh, dtype=np.float32)[:, None]
@@ -142,6 +151,12 @@ def _photometry(world: World, img: np.ndarray, shade: np.ndarray, ground_row: fl
         offset = (haze[:, None] * np.asarray(style.haze, np.float32)[None, :]).astype(np.uint8)
         out[r0:r1] = cv2.add(out[r0:r1], cv2.resize(offset[:, None, :], (w, r1 - r0),
                                                     interpolation=cv2.INTER_NEAREST))
+    if style.contrast != 1.0:
+        # Around the image's own mean grey, so lower contrast does not also brighten a night scene.
+        pivot = float(np.mean(cv2.mean(out)[:3]))
+        out = cv2.convertScaleAbs(out, alpha=style.contrast, beta=pivot * (1.0 - style.contrast))
+    if lights is not None:
+        out = cv2.add(out, lights)
     tile = rng.normal(0.0, style.noise_sigma, (128, 128, 3))
     reps = (h // 128 + 1, w // 128 + 1)
     for sign, op in ((1.0, cv2.add), (-1.0, cv2.subtract)):
@@ -191,22 +206,64 @@ def render(world: World, t: float, noise_rng: np.random.Generator) -> Scene:
             _fill(shade, outline, 255 * shadow.darkness)
 
     ids = np.zeros((h, w), np.uint8)
-    labels = _draw_objects(world, view, placed, z_vis, img, ids)
+    labels, vehicles = _draw_objects(world, view, placed, z_vis, img, ids)
     occluded = ids > 0
     shade[occluded] = 255
     drivable[occluded] = 0
     lanes[occluded] = 0
-    image = _photometry(world, img, shade, ground_row, noise_rng)
+    depth = _depth_map(view, ids, vehicles, placed, ground_row) if style.fog_density > 0 else None
+    lights = _vehicle_lights(world, ids, vehicles, placed) if style.vehicle_lights else None
+    image = _photometry(world, img, shade, ground_row, noise_rng, depth, lights)
     boxes = np.array([b for b, _, _ in labels], np.float32).reshape(-1, 4)
     return Scene(image, boxes, [c for _, c, _ in labels], np.array([i for _, _, i in labels], np.int64),
                  drivable, lanes)
 
 
-def _draw_objects(world: World, view: RoadView, placed: list[tuple[Traffic, float]], z_vis: float, img: np.ndarray,
-                  ids: np.ndarray) -> list[tuple[list[float], str, int]]:
-    """Vehicles and roadside objects far to near into ``img`` and the occlusion map ``ids``; returns labels.
+def _depth_map(view: RoadView, ids: np.ndarray, vehicles: list[tuple[int, int, np.ndarray]],
+               placed: list[tuple[Traffic, float]], ground_row: float) -> np.ndarray:
+    """Approximate depth (m) of every pixel, (H, W) float32: a flat road's depth by image row (``MAX_ROAD_DEPTH``
+    at and above the visible end of the road), each drawn vehicle at the depth of its near face. Roadside objects
+    take their row's depth, which is enough for fog."""
+    cam = view.camera
+    h, w = ids.shape
+    rows = np.arange(h, dtype=np.float32) + 0.5
+    by_row = cam.focal * cam.height / np.maximum(rows - cam.horizon, 1e-3)
+    by_row = np.where(rows > max(ground_row, cam.horizon), np.minimum(by_row, MAX_ROAD_DEPTH), MAX_ROAD_DEPTH)
+    depth = np.repeat(by_row.astype(np.float32)[:, None], w, axis=1)
+    by_id = np.zeros(256, np.float32)
+    for id_value, index, _ in vehicles:
+        by_id[id_value] = placed[index][1]
+    on_vehicle = (ids > 0) & (ids < STATIC_ID)
+    depth[on_vehicle] = by_id[ids[on_vehicle]]
+    return depth
 
-    ``placed`` is ``World.pose``'s list of (vehicle, depth of its near face); labels carry each vehicle's ``uid``.
+
+def _vehicle_lights(world: World, ids: np.ndarray, vehicles: list[tuple[int, int, np.ndarray]],
+                    placed: list[tuple[Traffic, float]]) -> np.ndarray:
+    """Glow of two lamps low on each drawn vehicle's facing side (red tail-lights, white headlights on oncoming
+    vehicles), only where the lamp itself is visible: (H, W, 3) uint8."""
+    h, w = ids.shape
+    lamps = np.zeros((h, w, 3), np.float32)
+    for id_value, index, (x1, y1, x2, y2) in vehicles:
+        width = x2 - x1
+        radius = max(1, int(round(0.05 * width)))
+        color = HEAD_LIGHT if placed[index][0].lane < world.layout.num_oncoming else TAIL_LIGHT
+        y = int(y1 + 0.62 * (y2 - y1))
+        for x in (int(x1 + 0.2 * width), int(x2 - 0.2 * width)):
+            if 0 <= x < w and 0 <= y < h and ids[y, x] == id_value:
+                cv2.circle(lamps, (x, y), radius, color, -1, cv2.LINE_AA)
+    if not lamps.any():
+        return lamps.astype(np.uint8)
+    glow = cv2.GaussianBlur(lamps, (0, 0), max(2.0, 0.006 * w))
+    return np.clip(lamps + 1.5 * glow, 0, 255).astype(np.uint8)
+
+
+def _draw_objects(world: World, view: RoadView, placed: list[tuple[Traffic, float]], z_vis: float, img: np.ndarray,
+                  ids: np.ndarray) -> tuple[list[tuple[list[float], str, int]], list[tuple[int, int, np.ndarray]]]:
+    """Vehicles and roadside objects far to near into ``img`` and the occlusion map ``ids``.
+
+    ``placed`` is ``World.pose``'s list of (vehicle, depth of its near face). Returns the labels, which carry each
+    vehicle's ``uid``, and every drawn vehicle as (its value in ``ids``, its index in ``placed``, its (4,) box).
     """
     cam, style = view.camera, world.style
     h, w = cam.height_px, cam.width
@@ -256,7 +313,7 @@ def _draw_objects(world: World, view: RoadView, placed: list[tuple[Traffic, floa
         if x2 - x1 >= min_side and y2 - y1 >= min_side:
             vehicle = placed[index][0]
             labels.append(([x1, y1, x2, y2], vehicle.shape.category, vehicle.uid))
-    return labels
+    return labels, [(id_value, index, bbox) for index, id_value, bbox, _ in drawn]
 
 
 def _visible_count(ids: np.ndarray, id_value: int, bbox: np.ndarray) -> int:

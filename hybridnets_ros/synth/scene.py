@@ -10,6 +10,7 @@ from collections.abc import Iterator
 
 import numpy as np
 
+from hybridnets_ros.synth.domain import SOURCE, Domain, shift_world
 from hybridnets_ros.synth.render import Scene, render
 from hybridnets_ros.synth.world import sample_world
 
@@ -21,23 +22,26 @@ def _rng(seed: int | np.random.Generator | np.random.SeedSequence) -> np.random.
 
 
 def generate_scene(seed: int | np.random.Generator | np.random.SeedSequence,
-                   size: tuple[int, int] = (1280, 720)) -> Scene:
-    """A random still scene of ``size`` = (width, height); the same seed gives the same bytes."""
+                   size: tuple[int, int] = (1280, 720), domain: Domain = SOURCE) -> Scene:
+    """A random still scene of ``size`` = (width, height) in ``domain`` (see ``synth.domain``); the same seed gives
+    the same bytes."""
     width, height = size
     rng = _rng(seed)
-    world = sample_world(rng, int(width), int(height))
+    world = shift_world(sample_world(rng, int(width), int(height)), rng, domain)
     return render(world, 0.0, rng)
 
 
 def generate_drive(seed: int, num_frames: int, size: tuple[int, int] = (1280, 720),
-                   fps: float = 10.0) -> Iterator[Scene]:
-    """``num_frames`` consecutive frames of one world seen from a car driving along its lane at ``fps``.
+                   fps: float = 10.0, domain: Domain = SOURCE) -> Iterator[Scene]:
+    """``num_frames`` consecutive frames of one world in ``domain`` seen from a car driving along its lane at
+    ``fps``.
 
     The road, lane dashes, traffic and roadside objects move continuously; vehicle ``ids`` stay the same across
     frames. Frames are generated lazily; frame k is reproducible from (seed, k).
     """
     width, height = size
-    world = sample_world(np.random.default_rng(seed), int(width), int(height), duration=num_frames / fps)
+    rng = np.random.default_rng(seed)
+    world = shift_world(sample_world(rng, int(width), int(height), duration=num_frames / fps), rng, domain)
     for k in range(num_frames):
         yield render(world, k / fps, np.random.default_rng([seed, k]))
 

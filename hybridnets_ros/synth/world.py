@@ -73,6 +73,11 @@ class Style:
     blur_sigma: float
     vignette: float
     shading: Shading
+    # The source scenes keep these defaults; the target domain (synth.domain) sets them.
+    contrast: float = 1.0  # pixel deviations from the image's mean grey scaled by this factor
+    fog_density: float = 0.0  # 1/m; a pixel at depth z keeps exp(-density z) of its colour
+    fog_color: Color = (0.0, 0.0, 0.0)
+    vehicle_lights: bool = False  # glowing tail-lights (headlights on oncoming vehicles)
 
 
 @dataclass(frozen=True)
