@@ -2,6 +2,7 @@
 CLIs must agree on about images, network inputs, segmentation outputs and detection thresholds."""
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 # Letterbox padding grey, the value the reference implementation pads with (and the models were trained on).
@@ -12,6 +13,19 @@ PYRAMID_STRIDES = (8, 16, 32, 64, 128)  # P3..P7
 SEG_MODES = ("binary", "multiclass", "multilabel")
 # What OpenCV reads as a still image, by file suffix (lower case).
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".ppm", ".pgm", ".pnm")
+
+
+def check_input_hw(input_hw: Sequence[int], what: str = "network input") -> tuple[int, int]:
+    """(H, W) as ints, or ValueError naming ``what`` when it is not two positive multiples of NETWORK_STRIDE."""
+    size = tuple(int(v) for v in input_hw)
+    if len(size) != 2 or any(v <= 0 or v % NETWORK_STRIDE for v in size):
+        shown = "x".join(map(str, size)) + (" (HxW)" if len(size) == 2 else "")
+        raise ValueError(
+            f"{what} {shown} is not supported: H and W must be multiples of {NETWORK_STRIDE} (the network downsamples "
+            f"to 1/{NETWORK_STRIDE} and adds upsampled levels to the finer ones); letterbox or resize to a size "
+            f"divisible by {NETWORK_STRIDE} such as 384x640"
+        )
+    return size
 
 
 @dataclass

@@ -1,6 +1,6 @@
 """The HybridNets network (pure torch), its config, anchors and checkpoints."""
 from hybridnets_ros.conventions import SEG_MODES
-from hybridnets_ros.model.anchors import check_input_hw, generate_anchors
+from hybridnets_ros.model.anchors import generate_anchors
 from hybridnets_ros.model.checkpoint import (
     CHECKPOINT_FORMAT,
     CheckpointError,
@@ -22,7 +22,6 @@ __all__ = [
     "HybridNetsOutput",
     "ModelConfig",
     "build_model",
-    "check_input_hw",
     "check_state_dict",
     "coef_spec",
     "generate_anchors",

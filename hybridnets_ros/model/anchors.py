@@ -7,20 +7,8 @@ from typing import Sequence
 import numpy as np
 import torch
 
-from hybridnets_ros.conventions import NETWORK_STRIDE, PYRAMID_STRIDES
+from hybridnets_ros.conventions import PYRAMID_STRIDES, check_input_hw
 from hybridnets_ros.model.config import ModelConfig
-
-
-def check_input_hw(input_hw: Sequence[int]) -> tuple[int, int]:
-    """(H, W) as ints, or ValueError when either is not a multiple of 128."""
-    h, w = (int(v) for v in input_hw)
-    if h <= 0 or w <= 0 or h % NETWORK_STRIDE or w % NETWORK_STRIDE:
-        raise ValueError(
-            f"network input {h}x{w} (HxW) is not supported: H and W must both be divisible by {NETWORK_STRIDE}, "
-            "because HybridNets downsamples to 1/128 (P7) and adds upsampled levels to the next finer ones; "
-            "letterbox the image to a size such as 384x640"
-        )
-    return h, w
 
 
 def generate_anchors(config: ModelConfig, input_hw: Sequence[int]) -> torch.Tensor:

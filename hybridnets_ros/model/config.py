@@ -10,7 +10,7 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, Mapping
 
-from hybridnets_ros.conventions import NETWORK_STRIDE, SEG_MODES
+from hybridnets_ros.conventions import SEG_MODES, check_input_hw
 from hybridnets_ros.resources import resolve_model_config
 
 # Encoders: the compound coefficient's EfficientNet, or the ELAN student encoder (model/elan.py).
@@ -91,13 +91,7 @@ class ModelConfig:
         if not isinstance(self.name, str) or not self.name:
             raise ValueError(f"model config: name must be a non-empty string, got {self.name!r}")
         spec = coef_spec(self.compound_coef)
-        size = tuple(int(v) for v in self.input_size)
-        if len(size) != 2 or any(v <= 0 or v % NETWORK_STRIDE for v in size):
-            raise ValueError(
-                f"model config '{self.name}': input_size {list(self.input_size)} must be [H, W] with both divisible by "
-                f"{NETWORK_STRIDE} (the network downsamples to 1/128 and re-adds upsampled levels), e.g. [384, 640]"
-            )
-        set_(self, "input_size", size)
+        set_(self, "input_size", check_input_hw(self.input_size, f"model config '{self.name}': input_size"))
         set_(self, "obj_list", _strings(self.obj_list, "obj_list"))
         set_(self, "seg_list", _strings(self.seg_list, "seg_list"))
         if not self.obj_list:

@@ -7,7 +7,7 @@ from typing import NamedTuple
 import torch
 from torch import nn
 
-from hybridnets_ros.conventions import NETWORK_STRIDE, PYRAMID_STRIDES
+from hybridnets_ros.conventions import PYRAMID_STRIDES, check_input_hw
 from hybridnets_ros.model.bifpn import BiFPN
 from hybridnets_ros.model.config import ModelConfig
 from hybridnets_ros.model.efficientnet import EfficientNetEncoder
@@ -94,12 +94,7 @@ class HybridNets(nn.Module):
     def forward_intermediates(self, x: torch.Tensor) -> HybridNetsIntermediates:
         """Like forward, but also returns the encoder, BiFPN and decoder features."""
         if not (torch.jit.is_tracing() or torch.compiler.is_compiling()):
-            h, w = x.shape[-2:]
-            if h % NETWORK_STRIDE or w % NETWORK_STRIDE:
-                raise ValueError(
-                    f"HybridNets input {h}x{w} (HxW): H and W must be multiples of {NETWORK_STRIDE}; "
-                    "letterbox the image to the configured input_size"
-                )
+            check_input_hw(x.shape[-2:], "HybridNets input")
         p2, p3, p4, p5 = self.encoder(x)
         feats = self.bifpn((p3, p4, p5))
         decoder = self.bifpndecoder(p2, feats)
