@@ -187,12 +187,12 @@ def set_train_mode(model: nn.Module, frozen: Sequence[nn.Module]) -> None:
 
 
 def fitness(metrics: dict[str, float], config: ModelConfig) -> float:
-    """Best-checkpoint criterion: 0.5 * (0.1 mAP@0.5 + 0.9 mAP@0.5:0.95) + 0.5 * mean dataset-wide IoU of seg_list.
+    """Best-checkpoint criterion: 0.5 * detection fitness + 0.5 * mean dataset-wide IoU of seg_list.
 
-    The detection part is the reference's fitness; the reference ignores segmentation, which would let a
-    segmentation-only stage never improve ``best.pt``.
+    The detection part is the reference's fitness, ``metrics["fitness"]`` of :func:`evaluate_model`; the reference
+    ignores segmentation, which would let a segmentation-only stage never improve ``best.pt``.
     """
-    det = 0.1 * metrics["det/map50"] + 0.9 * metrics["det/map50_95"]
+    det = metrics["fitness"]
     seg = float(np.mean([metrics[f"seg/{name}/iou_dataset"] for name in config.seg_list]))
     return FITNESS_DET_WEIGHT * det + (1.0 - FITNESS_DET_WEIGHT) * seg
 
