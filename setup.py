@@ -4,6 +4,7 @@ Both install the same tree under the prefix: the Python package, console scripts
 lib/hybridnets_ros/ (where `ros2 run` and launch_ros look), and share/hybridnets_ros/{launch,config,models} plus the
 ament index marker, so `get_package_share_directory('hybridnets_ros')` works with AMENT_PREFIX_PATH=<prefix>.
 """
+import runpy
 from glob import glob
 from xml.etree import ElementTree
 
@@ -12,6 +13,8 @@ from setuptools import find_packages, setup
 PACKAGE = "hybridnets_ros"
 # package.xml is the single source of the version.
 VERSION = ElementTree.parse("package.xml").getroot().findtext("version")
+# The pinned optional runtimes, written once (a missing backend's error names the same requirement).
+PINS = runpy.run_path("hybridnets_ros/requirements.py")["PIP_REQUIREMENTS"]
 
 # PyPI ROS 2 wheels for machines without a ROS install; a ROS install provides these itself (rosdep, package.xml).
 ROS_PIP = [
@@ -59,9 +62,8 @@ setup(
         "rosbags>=0.10",
     ],
     extras_require={
-        "onnx": ["onnx==1.23.2", "onnxruntime==1.32.0", "onnxscript"],
-        # nncf: post-training INT8 quantisation for the openvino backend (precision int8)
-        "openvino": ["openvino==2026.4.1", "nncf==3.4.0"],
+        "onnx": [PINS["onnx"], PINS["onnxruntime"], PINS["onnxscript"]],
+        "openvino": [PINS["openvino"], PINS["nncf"]],
         "train": ["tensorboard"],
         "test": ["pytest", "pytest-timeout", "catkin_pkg"],
         "ros-pip": ROS_PIP,

@@ -4,14 +4,7 @@ from __future__ import annotations
 import importlib
 from types import ModuleType
 
-# The versions this package is tested with; the pip requirement printed when a runtime is missing.
-PIP_REQUIREMENTS = {
-    "onnxruntime": "onnxruntime==1.32.0",
-    "openvino": "openvino==2026.4.1",
-    "tensorrt": "tensorrt",
-    "onnx": "onnx==1.23.2",
-    "nncf": "nncf==3.4.0",
-}
+from hybridnets_ros.requirements import PIP_REQUIREMENTS
 
 
 class BackendUnavailableError(ImportError):
