@@ -5,9 +5,12 @@ the Python package. Both are looked up, the installed share first.
 """
 from __future__ import annotations
 
+import logging
 import os
 import sys
 from pathlib import Path
+
+LOG = logging.getLogger(__name__)
 
 PACKAGE_NAME = "hybridnets_ros"
 DEFAULT_MODEL_CONFIG = "hybridnets_d3_bdd100k"
@@ -57,3 +60,40 @@ def resolve_model_config(name_or_path: str) -> Path:
 def bundled_weights() -> Path:
     """The checkpoint shipped in ``models/``, used when no ``weights`` is given."""
     return models_dir() / f"{BUNDLED_MODEL}.pt"
+
+
+class WeightsFileError(FileNotFoundError):
+    """The weights name no readable file (missing, a directory, or not readable); the message says which setting
+    to change."""
+
+
+def resolve_weights(weights: str | os.PathLike | None, setting: str = "weights") -> Path:
+    """The checkpoint file to load: ``weights``, or the bundled model when it is None (logged once, here).
+
+    ``setting`` names where the user gave the path (``--weights``, the parameter 'weights') for the remedy. Raises
+    WeightsFileError when the file is missing, is a directory or cannot be read; whether its content is a usable
+    checkpoint is :func:`hybridnets_ros.model.checkpoint.load_checkpoint`'s question.
+    """
+    if weights is None:
+        try:
+            path = bundled_weights()
+        except FileNotFoundError as exc:  # no models/ folder at all
+            raise WeightsFileError(f"no weights given and the bundled model cannot be located: {exc}") from exc
+        if not path.is_file():
+            raise WeightsFileError(
+                f"no weights given and the bundled model {path} does not exist (an incomplete install): reinstall "
+                f"the package, or set {setting} to a HybridNets checkpoint"
+            )
+        LOG.warning("no weights given: using the bundled model %s, trained on synthetic scenes only, so expect poor "
+                    "results on real camera images; set %s (e.g. to the official hybridnets.pth) for real use",
+                    path, setting)
+        return path
+    path = Path(weights).expanduser()
+    problem = ("is a directory" if path.is_dir() else "does not exist" if not path.exists()
+               else "cannot be read (permission denied)" if not os.access(path, os.R_OK) else None)
+    if problem is not None:
+        raise WeightsFileError(
+            f"weights file '{path}' {problem}: set {setting} to a HybridNets checkpoint file (.pt, e.g. "
+            "hybridnets.pth or one written by hybridnets-train), or give none for the bundled model"
+        )
+    return path

@@ -68,11 +68,13 @@ def test_folder_run_writes_golden_results(folder_run, golden_posts):
 
 
 def test_batched_run_on_mixed_sizes(tmp_path):
-    from hybridnets_ros.model.checkpoint import build_model, save_checkpoint
+    from hybridnets_ros.model.checkpoint import save_checkpoint
     from hybridnets_ros.model.config import load_model_config
+    from hybridnets_ros.model.hybridnets import HybridNets
 
     torch.manual_seed(0)
-    model, config = build_model(None, load_model_config("hybridnets_d0_synth"))
+    config = load_model_config("hybridnets_d0_synth")
+    model = HybridNets(config).eval()
     weights = save_checkpoint(tmp_path / "d0.pt", model, config)
     source = tmp_path / "frames"
     source.mkdir()

@@ -14,9 +14,8 @@ from hybridnets_ros import resources
 from hybridnets_ros.inference.backends import create_backend
 from hybridnets_ros.inference.letterbox import Letterbox
 from hybridnets_ros.inference.pipeline import HybridNetsPipeline
-from hybridnets_ros.model.checkpoint import build_model
 from hybridnets_ros.model.config import load_model_config
-from hybridnets_ros.model.hybridnets import HybridNetsOutput
+from hybridnets_ros.model.hybridnets import HybridNets, HybridNetsOutput
 
 ROUND_TRIP_SIZES = [(1920, 1080), (640, 480), (1242, 375), (720, 1280), (333, 517), (101, 77)]  # (w, h)
 
@@ -30,7 +29,8 @@ def pipeline(variant_c_weights):
 def small_model():
     """An untrained compact d0 model: cheap forwards for geometry and API checks."""
     torch.manual_seed(0)
-    return build_model(None, load_model_config("hybridnets_d0_synth"))
+    config = load_model_config("hybridnets_d0_synth")
+    return HybridNets(config).eval(), config
 
 
 @pytest.fixture(scope="module")

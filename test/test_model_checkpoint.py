@@ -1,6 +1,8 @@
 """Checkpoint reading/writing, error messages, and the compact d0 model."""
 from __future__ import annotations
 
+import logging
+import os
 from pathlib import Path
 
 import pytest
@@ -17,6 +19,7 @@ from hybridnets_ros.model import (
     load_model_config,
     save_checkpoint,
 )
+from hybridnets_ros.resources import WeightsFileError, bundled_weights, resolve_weights
 
 
 @pytest.fixture(scope="module")
@@ -79,9 +82,32 @@ def test_save_rejects_reserved_extras(tmp_path: Path, d0_model: HybridNets, d0_c
 
 def test_missing_file(tmp_path: Path) -> None:
     path = tmp_path / "nope.pt"
-    with pytest.raises(CheckpointError, match="not found") as err:
+    with pytest.raises(WeightsFileError, match="does not exist") as err:
         load_checkpoint(path)
     assert str(path) in str(err.value)
+
+
+def test_a_directory_is_named_as_one_with_the_setting_to_change(tmp_path: Path) -> None:
+    with pytest.raises(WeightsFileError) as err:
+        resolve_weights(tmp_path, "--weights")
+    assert f"weights file '{tmp_path}' is a directory: set --weights to a HybridNets checkpoint" in str(err.value)
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root reads files whatever their mode")
+def test_unreadable_file(tmp_path: Path) -> None:
+    path = tmp_path / "locked.pt"
+    path.write_bytes(b"x")
+    path.chmod(0)
+    with pytest.raises(WeightsFileError, match="cannot be read"):
+        resolve_weights(path)
+
+
+def test_no_weights_means_the_bundled_model_said_once(caplog) -> None:
+    with caplog.at_level(logging.INFO):
+        model, config = build_model()
+    assert config.name == "hybridnets_d0_synth" and not model.training
+    said = [r.getMessage() for r in caplog.records if "bundled model" in r.getMessage()]
+    assert len(said) == 1 and str(bundled_weights()) in said[0] and "synthetic" in said[0]
 
 
 def test_truncated_file(tmp_path: Path, d0_checkpoint: Path) -> None:

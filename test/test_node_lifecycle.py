@@ -140,7 +140,7 @@ def test_camera_names_too_long_for_a_topic_are_refused_and_configure_leaves_noth
     assert probe.change_state(Transition.TRANSITION_CONFIGURE, TIMEOUT) is False
     assert node.wait_for_log("is a directory", TIMEOUT)
     line = next(line for line in node.log().splitlines() if "configure failed" in line)
-    assert f"weights '{tmp_path}' is a directory" in line
+    assert f"weights file '{tmp_path}' is a directory" in line
 
     assert probe.set_parameters({"weights": str(d0_weights)})[0].successful
     assert probe.change_state(Transition.TRANSITION_CONFIGURE, TIMEOUT), node.log()

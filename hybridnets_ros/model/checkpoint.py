@@ -17,7 +17,7 @@ from torch import nn
 
 from hybridnets_ros.model.config import ModelConfig, load_model_config
 from hybridnets_ros.model.hybridnets import HybridNets
-from hybridnets_ros.resources import DEFAULT_MODEL_CONFIG
+from hybridnets_ros.resources import DEFAULT_MODEL_CONFIG, resolve_weights
 
 LOG = logging.getLogger(__name__)
 
@@ -32,11 +32,6 @@ class CheckpointError(RuntimeError):
 
 
 def _read(path: Path) -> Any:
-    if not path.is_file():
-        raise CheckpointError(
-            f"checkpoint '{path}' not found{' (it is a directory)' if path.is_dir() else ''}: "
-            "check the weights path, or download / train the model first"
-        )
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # torch raises RuntimeError, UnpicklingError, EOFError, ... for broken files
@@ -116,14 +111,15 @@ def check_state_dict(state_dict: Mapping[str, torch.Tensor], config: ModelConfig
 
 
 def load_checkpoint(
-    path: str | Path, config: ModelConfig | None = None
+    path: str | Path | None, config: ModelConfig | None = None
 ) -> tuple[ModelConfig, dict[str, torch.Tensor]]:
-    """(config, validated state dict on CPU) from a checkpoint file.
+    """(config, validated state dict on CPU) from a checkpoint file (None: the bundled model).
 
     The config is ``config`` when given, else the one embedded in the checkpoint, else the default d3 BDD100K
-    config (bare upstream state dicts carry none).
+    config (bare upstream state dicts carry none). Raises WeightsFileError when there is no readable file and
+    CheckpointError when its content is unusable.
     """
-    path = Path(path).expanduser()
+    path = resolve_weights(path)
     state_dict, embedded = _unwrap(_read(path), path)
     state_dict = _strip_prefix(state_dict)
     if config is None:
@@ -169,16 +165,12 @@ def save_checkpoint(path: str | Path, model: nn.Module, config: ModelConfig, **e
 
 
 def build_model(
-    weights: str | Path | None, config: ModelConfig | None = None, device: str | torch.device = "cpu"
+    weights: str | Path | None = None, config: ModelConfig | None = None, device: str | torch.device = "cpu"
 ) -> tuple[HybridNets, ModelConfig]:
-    """A HybridNets in eval mode on ``device`` with ``weights`` loaded strictly.
+    """A HybridNets in eval mode on ``device`` with ``weights`` (None: the bundled model) loaded strictly.
 
-    ``weights=None`` gives a freshly initialised (untrained) model for ``config`` (default: d3 BDD100K).
+    An untrained network is not built here: ask for one explicitly with ``HybridNets(config)``.
     """
-    if weights is None:
-        config = config if config is not None else load_model_config(DEFAULT_MODEL_CONFIG)
-        LOG.warning("no weights given: model '%s' is randomly initialised", config.name)
-        return HybridNets(config).to(device).eval(), config
     config, state_dict = load_checkpoint(weights, config)
     model = HybridNets(config)
     model.load_state_dict(state_dict, strict=True)

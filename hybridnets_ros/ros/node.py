@@ -17,7 +17,6 @@ import signal
 import sys
 import time
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, Callable, Sequence
 
 import numpy as np
@@ -36,6 +35,8 @@ from sensor_msgs.msg import CameraInfo, CompressedImage, Image
 from std_msgs.msg import Header
 from vision_msgs.msg import Detection2DArray, LabelInfo
 
+from hybridnets_ros.conventions import DetectionThresholds
+from hybridnets_ros.resources import WeightsFileError, resolve_weights
 from hybridnets_ros.ros import conversions, diagnostics, ground
 from hybridnets_ros.ros.frame_buffer import Frame, FrameBuffer
 
@@ -86,11 +87,14 @@ PARAMETERS = (
               choices=("auto", "torch", "onnxruntime", "openvino", "tensorrt")),
     ParamSpec("calibration", "synthetic", "frames int8 is calibrated on (precision int8 only): synthetic (generated "
               "scenes), or a folder of images, a video file or a rosbag2 bag"),
-    ParamSpec("score_threshold", 0.25, "detections with a lower score are dropped", value_range=(0.0, 1.0), live=True),
-    ParamSpec("nms_iou_threshold", 0.3, "boxes overlapping a better one of their class by more IoU are suppressed",
+    ParamSpec("score_threshold", DetectionThresholds.score_threshold, "detections with a lower score are dropped",
               value_range=(0.0, 1.0), live=True),
-    ParamSpec("max_detections", 100, "most detections published per image", value_range=(1, 10000), live=True),
-    ParamSpec("pre_nms_top_k", 1000, "best-scoring candidates kept before NMS", value_range=(1, 1000000), live=True),
+    ParamSpec("nms_iou_threshold", DetectionThresholds.nms_iou_threshold, "boxes overlapping a better one of their "
+              "class by more IoU are suppressed", value_range=(0.0, 1.0), live=True),
+    ParamSpec("max_detections", DetectionThresholds.max_detections, "most detections published per image",
+              value_range=(1, 10000), live=True),
+    ParamSpec("pre_nms_top_k", DetectionThresholds.pre_nms_top_k, "best-scoring candidates kept before NMS",
+              value_range=(1, 1000000), live=True),
     ParamSpec("cameras", ["camera"], "camera names; camera C is read from C/image_raw and answered on C/..."),
     ParamSpec("transport", "raw", "raw (C/image_raw, sensor_msgs/Image) or compressed (C/image_raw/compressed, "
               "sensor_msgs/CompressedImage); C.transport overrides it per camera", choices=("raw", "compressed")),
@@ -363,26 +367,19 @@ class HybridNetsNode(LifecycleNode):
     def _load_pipeline(self) -> Any:
         # Imported here: torch takes seconds to import, and nothing before configure needs it.
         from hybridnets_ros.inference.pipeline import HybridNetsPipeline
-        from hybridnets_ros.conventions import DetectionThresholds
 
         weights = self.get_parameter("weights").value or None
-        if weights is not None and Path(weights).expanduser().is_dir():
-            raise ConfigureError(
-                f"weights '{weights}' is a directory: set the parameter 'weights' to a checkpoint file inside it "
-                "(.pt, e.g. hybridnets.pth), or leave it empty for the bundled model"
-            )
-        if weights is not None and not Path(weights).expanduser().is_file():
-            raise ConfigureError(
-                f"weights file '{weights}' does not exist: set the parameter 'weights' to a HybridNets checkpoint "
-                "(.pt, e.g. hybridnets.pth or one written by hybridnets-train), or leave it empty for the bundled model"
-            )
+        try:
+            path = resolve_weights(weights, "the parameter 'weights'")
+        except WeightsFileError as exc:
+            raise ConfigureError(str(exc)) from exc
         params = {name: self.get_parameter(name).value
                   for name in ("model_config", "device", "precision", "backend", "calibration")}
         # The calibration source only matters to (and is only accepted by) the quantising backends.
         int8_options = {"calibration": params["calibration"]} if params["precision"] == "int8" else {}
         started = time.monotonic()
         pipeline = HybridNetsPipeline.from_weights(
-            weights=weights,
+            weights=path,
             model_config=params["model_config"] or None,
             device=params["device"],
             precision=params["precision"],
