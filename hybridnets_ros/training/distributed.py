@@ -80,12 +80,3 @@ def mean_over_ranks(values: torch.Tensor, context: DistributedContext) -> torch.
         dist.all_reduce(values, op=dist.ReduceOp.SUM)
         values /= context.world_size
     return values
-
-
-def broadcast_flag(flag: bool, context: DistributedContext) -> bool:
-    """Rank 0's boolean, on every rank."""
-    if not context.is_distributed:
-        return flag
-    tensor = torch.tensor([1.0 if flag else 0.0], device=context.device)
-    dist.broadcast(tensor, src=0)
-    return bool(tensor.item())
