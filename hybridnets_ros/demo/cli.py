@@ -2,13 +2,13 @@
 from __future__ import annotations
 
 import argparse
-import logging
 import signal
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from hybridnets_ros.cli_support import EXIT_FAILURE, EXIT_OK, configure_logging
 from hybridnets_ros.demo.run import DEFAULT_IDLE_TIMEOUT_S, DemoError, DemoOptions, run_demo
 
 DESCRIPTION = """\
@@ -85,8 +85,10 @@ def format_summary(summary: dict[str, Any]) -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point; exit codes as :mod:`hybridnets_ros.cli_support` says, 130 when interrupted. The demo's progress
+    is its output (stdout, where its tests and users follow the started processes); a failure goes to stderr."""
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="[demo] %(message)s", stream=sys.stdout)
+    configure_logging(stream="stdout")
     for signum in (signal.SIGTERM, signal.SIGHUP):
         signal.signal(signum, _raise_system_exit)
     options = DemoOptions(output=args.output, frames=args.frames, rate=args.rate, weights=args.weights,
@@ -95,9 +97,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         summary = run_demo(options)
     except DemoError as exc:
         print(f"demo failed: {exc}", file=sys.stderr)
-        return 1
+        return EXIT_FAILURE
     except KeyboardInterrupt:
         print("demo interrupted: every process it started has been stopped", file=sys.stderr)
-        return 130
+        return 128 + signal.SIGINT
     print(format_summary(summary), flush=True)
-    return 0
+    return EXIT_OK

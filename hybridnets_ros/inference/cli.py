@@ -17,6 +17,7 @@ import cv2
 import numpy as np
 from tqdm import tqdm
 
+from hybridnets_ros.cli_support import configure_logging, run_command
 from hybridnets_ros.conventions import IMAGE_SUFFIXES, DetectionThresholds
 from hybridnets_ros.inference.backends import add_backend_arguments
 from hybridnets_ros.inference.pipeline import HybridNetsPipeline
@@ -136,48 +137,37 @@ def write_result(
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point; returns the exit status (0 ok, 1 model/output failure, 2 bad arguments or source)."""
+    """Entry point; exit codes as :mod:`hybridnets_ros.cli_support` says (an unreadable --source or --weights is bad
+    input, 2; an output that cannot be written is a failure, 1)."""
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    configure_logging()
+    return run_command("hybridnets-infer", lambda: infer(args), bad_input=(SourceError, CheckpointError))
+
+
+def infer(args: argparse.Namespace) -> None:
+    """Run the parsed command line: every frame of --source through the model, results into --output."""
     if args.batch_size < 1:
-        LOG.error("--batch-size must be at least 1, got %d", args.batch_size)
-        return 2
+        raise ValueError(f"--batch-size must be at least 1, got {args.batch_size}")
     postprocess = DetectionThresholds(score_threshold=args.score_threshold, nms_iou_threshold=args.nms_iou_threshold)
-    try:
-        postprocess.validate()
-        frames, total = open_source(args.source)
-    except (SourceError, ValueError) as exc:
-        LOG.error("%s", exc)
-        return 2
-    try:
-        pipeline = HybridNetsPipeline.from_weights(
-            args.weights, model_config=args.model_config, device=args.device, precision=args.precision,
-            backend=args.backend, postprocess=postprocess,
-            **({"calibration": args.calibration} if args.precision == "int8" else {}),
-        )
-    except (FileNotFoundError, CheckpointError, ValueError, ImportError) as exc:
-        LOG.error("cannot load the model: %s", exc)
-        return 1
+    postprocess.validate()
+    frames, total = open_source(args.source)
+    pipeline = HybridNetsPipeline.from_weights(
+        args.weights, model_config=args.model_config, device=args.device, precision=args.precision,
+        backend=args.backend, postprocess=postprocess,
+        **({"calibration": args.calibration} if args.precision == "int8" else {}),
+    )
     output = Path(args.output).expanduser()
     output.mkdir(parents=True, exist_ok=True)
     show_progress = sys.stderr.isatty() and (total is None or total >= MIN_FRAMES_FOR_PROGRESS)
     done = 0
-    try:
-        with tqdm(total=total, unit="frame", disable=not show_progress) as progress:
-            for batch in _batches(frames, args.batch_size):
-                results = pipeline([frame for _, frame in batch], "bgr8")
-                for (name, frame), result in zip(batch, results):
-                    write_result(output, name, frame, result, pipeline.class_names, pipeline.seg_names)
-                done += len(batch)
-                progress.update(len(batch))
-    except SourceError as exc:
-        LOG.error("%s", exc)
-        return 2
-    except OSError as exc:
-        LOG.error("%s", exc)
-        return 1
+    with tqdm(total=total, unit="frame", disable=not show_progress) as progress:
+        for batch in _batches(frames, args.batch_size):
+            results = pipeline([frame for _, frame in batch], "bgr8")
+            for (name, frame), result in zip(batch, results):
+                write_result(output, name, frame, result, pipeline.class_names, pipeline.seg_names)
+            done += len(batch)
+            progress.update(len(batch))
     LOG.info("wrote results for %d frame(s) to %s", done, output)
-    return 0
 
 
 if __name__ == "__main__":

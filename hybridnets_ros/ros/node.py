@@ -35,6 +35,7 @@ from sensor_msgs.msg import CameraInfo, CompressedImage, Image
 from std_msgs.msg import Header
 from vision_msgs.msg import Detection2DArray, LabelInfo
 
+from hybridnets_ros.cli_support import EXIT_BAD_INPUT, EXIT_FAILURE, EXIT_OK, configure_logging
 from hybridnets_ros.conventions import DetectionThresholds
 from hybridnets_ros.resources import WeightsFileError, resolve_weights
 from hybridnets_ros.ros import conversions, diagnostics, ground
@@ -698,7 +699,7 @@ def _ignore_exit_signals() -> None:
 
 def main(args: Sequence[str] | None = None) -> int:
     """Entry point of ``hybridnets_node``; returns the process exit code."""
-    logging.basicConfig(level=logging.INFO, format="[%(levelname)s] [%(name)s]: %(message)s")  # the library's logs
+    configure_logging()  # the library's Python logs; the node itself logs through rclpy
     try:
         # Until the node is up, a signal is a KeyboardInterrupt wherever the main thread is (a configure is then
         # abandoned with the context intact, so the clean-up below is quiet); rclpy's handlers, which also wake
@@ -708,7 +709,7 @@ def main(args: Sequence[str] | None = None) -> int:
         reason = re.sub(r",? at \S+:\d+", "", str(exc))  # rcl appends its source locations
         print(f"[ERROR] [{NODE_NAME}]: cannot start: {reason} (check the --ros-args; a --params-file must name an "
               "existing YAML file)", file=sys.stderr)
-        return 2
+        return EXIT_BAD_INPUT
     signal.signal(signal.SIGINT, signal.default_int_handler)
     signal.signal(signal.SIGTERM, signal.default_int_handler)
     node = None
@@ -717,15 +718,15 @@ def main(args: Sequence[str] | None = None) -> int:
             node = HybridNetsNode()
         except Exception as exc:  # a bad parameter file or override
             rclpy.logging.get_logger(NODE_NAME).error(f"cannot start: {_describe(exc)}")
-            return 2
+            return EXIT_BAD_INPUT
         if node.get_parameter("autostart").value:
             started = node.autostart()
             if not rclpy.ok():  # SIGTERM or Ctrl-C during start-up: a requested exit, not a failure
-                return 0
+                return EXIT_OK
             if not started:
                 node.get_logger().error("autostart failed: exiting (start with -p autostart:=false to keep the "
                                         "node alive for the lifecycle services)")
-                return 1
+                return EXIT_FAILURE
         install_signal_handlers(SignalHandlerOptions.ALL)
         rclpy.spin(node)
     except (KeyboardInterrupt, ExternalShutdownException):
@@ -740,7 +741,7 @@ def main(args: Sequence[str] | None = None) -> int:
             node.stop()
             node.destroy_node()
         rclpy.try_shutdown()
-    return 0
+    return EXIT_OK
 
 
 if __name__ == "__main__":

@@ -9,6 +9,7 @@ import logging
 import os
 from collections.abc import Sequence
 
+from hybridnets_ros.cli_support import configure_logging, run_command
 from hybridnets_ros.synth.dataset import DEFAULT_SIZES, parse_sizes, write_dataset
 from hybridnets_ros.synth.domain import DOMAINS
 
@@ -40,20 +41,24 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of ``hybridnets-synth``; exit codes as :mod:`hybridnets_ros.cli_support` says."""
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    configure_logging()
+    return run_command("hybridnets-synth", lambda: _write(args))
+
+
+def _write(args: argparse.Namespace) -> None:
     if args.num_train < 0 or args.num_val < 0:
-        raise SystemExit("hybridnets-synth: --num-train and --num-val must be >= 0")
+        raise ValueError("--num-train and --num-val must be >= 0")
     try:
         parse_sizes(args.sizes)
     except ValueError as err:
-        raise SystemExit(f"hybridnets-synth: --sizes: {err}") from err
+        raise ValueError(f"--sizes: {err}") from err
     if not (0 <= args.max_roll_deg <= 10 and 0 <= args.max_pitch_deg <= 10):
-        raise SystemExit("hybridnets-synth: --max-roll-deg and --max-pitch-deg must be in [0, 10]")
+        raise ValueError("--max-roll-deg and --max-pitch-deg must be in [0, 10]")
     yaml_path = write_dataset(args.output, args.num_train, args.num_val, args.seed, args.sizes, args.workers,
                               args.jpeg_quality, args.ground_truth, args.max_roll_deg, args.max_pitch_deg, args.domain)
     LOG.info("project config: %s", yaml_path)
-    return 0
 
 
 if __name__ == "__main__":

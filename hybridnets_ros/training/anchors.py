@@ -40,6 +40,7 @@ import numpy as np
 import torch
 import yaml
 
+from hybridnets_ros.cli_support import configure_logging, run_command
 from hybridnets_ros.conventions import PYRAMID_STRIDES
 from hybridnets_ros.inference.letterbox import Letterbox
 from hybridnets_ros.inference.nms import box_iou
@@ -446,16 +447,16 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of ``hybridnets-anchors``; exit codes as :mod:`hybridnets_ros.cli_support` says."""
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    try:
-        report = run(args)
-    except (ProjectConfigError, LabelError, FileNotFoundError, ValueError) as err:
-        print(f"hybridnets-anchors: error: {err}", file=sys.stderr)
-        return 2
+    configure_logging()
+    return run_command("hybridnets-anchors", lambda: _fit_and_print(args), bad_input=(ProjectConfigError, LabelError))
+
+
+def _fit_and_print(args: argparse.Namespace) -> None:
+    report = run(args)
     print(format_report(report))
     print(f"wrote {args.output}")
-    return 0
 
 
 if __name__ == "__main__":

@@ -23,7 +23,7 @@ import argparse
 import logging
 import math
 import sys
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator, Sequence
 
@@ -32,6 +32,7 @@ from torch import Tensor
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
+from hybridnets_ros.cli_support import configure_logging, dataclass_from_args, run_command
 from hybridnets_ros.model.anchors import generate_anchors
 from hybridnets_ros.model.checkpoint import CheckpointError, build_model, load_checkpoint, save_checkpoint
 from hybridnets_ros.model.config import ModelConfig, load_model_config
@@ -328,19 +329,20 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def options_from_args(args: argparse.Namespace) -> DistillOptions:
-    return DistillOptions(**{f.name: getattr(args, f.name) for f in fields(DistillOptions)})
+    return dataclass_from_args(DistillOptions, args)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    try:
-        summary = Distiller(options_from_args(args)).fit()
-    except (CheckpointError, ProjectConfigError, LabelError, ValueError) as err:
-        print(f"hybridnets-distill: error: {err}", file=sys.stderr)
-        return 2
+    """Entry point of ``hybridnets-distill``; exit codes as :mod:`hybridnets_ros.cli_support` says."""
+    options = options_from_args(build_parser().parse_args(argv))
+    configure_logging()
+    return run_command("hybridnets-distill", lambda: _distill(options),
+                       bad_input=(CheckpointError, ProjectConfigError, LabelError))
+
+
+def _distill(options: DistillOptions) -> None:
+    summary = Distiller(options).fit()
     logger.info("done: %s", summary)
-    return 0
 
 
 if __name__ == "__main__":

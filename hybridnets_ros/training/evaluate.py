@@ -38,6 +38,7 @@ from hybridnets_ros.inference.backends import add_backend_arguments, create_back
 from hybridnets_ros.inference.backends.base import resolve_device
 from hybridnets_ros.inference.postprocess import seg_class_map, select_detections
 from hybridnets_ros.model.anchors import generate_anchors
+from hybridnets_ros.cli_support import configure_logging, run_command
 from hybridnets_ros.model.checkpoint import CheckpointError, build_model
 from hybridnets_ros.model.config import ModelConfig, load_model_config
 from hybridnets_ros.model.hybridnets import HybridNetsOutput
@@ -312,16 +313,17 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of ``hybridnets-eval``; exit codes as :mod:`hybridnets_ros.cli_support` says."""
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    try:
-        document = run(args)
-    except (CheckpointError, ProjectConfigError, LabelError, FileNotFoundError, ValueError, ImportError) as err:
-        print(f"hybridnets-eval: error: {err}", file=sys.stderr)
-        return 2
+    configure_logging()
+    return run_command("hybridnets-eval", lambda: _evaluate_and_print(args),
+                       bad_input=(CheckpointError, ProjectConfigError, LabelError))
+
+
+def _evaluate_and_print(args: argparse.Namespace) -> None:
+    document = run(args)
     print(format_table(document["metrics"]))
     print(f"wrote {args.output}")
-    return 0
 
 
 if __name__ == "__main__":

@@ -35,7 +35,7 @@ import math
 import multiprocessing
 import sys
 import time
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterator, Sequence
 
@@ -48,6 +48,13 @@ from torch.utils.data import DataLoader, DistributedSampler
 from tqdm import tqdm
 
 from hybridnets_ros.conventions import DetectionThresholds
+from hybridnets_ros.cli_support import (
+    add_dataclass_arguments,
+    configure_logging,
+    dataclass_from_args,
+    option,
+    run_command,
+)
 from hybridnets_ros.inference.postprocess import Detections, FrameResult, seg_class_map, select_detections
 from hybridnets_ros.inference.visualize import draw_overlay
 from hybridnets_ros.model.anchors import generate_anchors
@@ -83,54 +90,70 @@ class OptimiserOptions:
     (:func:`build_optimizer`, :func:`build_scheduler`, the step loop); keyword-only so that the commands' own
     options keep their order and their required fields."""
 
-    batch_size: int = 8
-    lr: float = 1e-4
-    weight_decay: float | None = None
-    optimizer: str = "adamw"
-    scheduler: str = "cosine"
-    warmup_steps: int | None = None
-    amp: bool = False
-    grad_clip: float = 0.0
-    workers: int = 2
-    seed: int = 0
-    device: str = "auto"
+    batch_size: int = option(8, "per process (GPU)")
+    lr: float = option(1e-4, "learning rate")
+    weight_decay: float | None = option(None, "default: 0.01 for adamw, 0 for sgd")
+    optimizer: str = option("adamw", "sgd: momentum 0.9, Nesterov", choices=("adamw", "sgd"))
+    scheduler: str = option("cosine", "cosine: per step with linear warmup; plateau: x0.1 after 3 epochs without "
+                            "loss improvement", choices=("cosine", "plateau", "none"))
+    warmup_steps: int | None = option(None, "cosine warmup (default: 3%% of steps, <= 1000)")
+    amp: bool = option(False, "mixed precision (CUDA: float16 + grad scaling; CPU: bfloat16)")
+    grad_clip: float = option(0.0, "max gradient norm (0: off)")
+    workers: int = option(2, "data loader processes per rank")
+    seed: int = option(0, "seed of initialisation, sampling and augmentation")
+    device: str = option("auto", "auto, cpu, cuda, cuda:N (under torchrun: auto or cuda)")
+
+
+_SCALE = "training at scale (see the README's training section)"
+_SEMI = "semi-supervised (see the README's 'Learning from unlabeled drives')"
+# Added by add_unlabeled_arguments, which every command reading unlabeled frames shares.
+_UNLABELED_FIELDS = ("unlabeled", "topic", "every", "min_gap")
 
 
 @dataclass
 class TrainOptions(OptimiserOptions):
-    """Every ``hybridnets-train`` option; the CLI flags are these names with dashes."""
+    """Every ``hybridnets-train`` option; the CLI flags are these names with dashes (:func:`build_parser`)."""
 
-    project: str
-    model_config: str | None = None
-    weights: str | None = None
-    resume: bool = False
-    output: str = "runs/train"
-    epochs: int = 100
-    channels_last: bool = False
-    freeze_backbone: bool = False
-    freeze_det: bool = False
-    freeze_seg: bool = False
-    val_every: int = 1
-    max_steps: int = 0
-    sync_bn: bool = False
-    no_augment: bool = False
-    skip_bad_labels: bool = False
-    log_images: int = 4
-    precise_bn: int = 0
-    save_every: int = 1
-    grad_compression: str = "none"
-    ternary_clip: float = compression.DEFAULT_CLIP_SIGMAS
-    powersgd_rank: int = 2
-    powersgd_start: int = 10
-    activation_checkpointing: bool = False
-    local_modules: int = 0
-    semi_supervised: str = "none"
+    project: str = option(help_text="dataset yaml (dataroot, labelroot, segroot, obj_list, ...)")
+    model_config: str | None = option(None, "model config name (e.g. hybridnets_d0_synth) or yaml path; default: "
+                                            "the config embedded in --weights")
+    weights: str | None = option(None, "checkpoint to start from: ours, or a bare upstream state dict")
+    resume: bool = option(False, "continue a run: optimizer, scheduler and epoch from --weights, or from "
+                                 "OUTPUT/last.pt")
+    output: str = option("runs/train", "folder for last.pt, best.pt and tensorboard/")
+    epochs: int = option(100, "training epochs")
+    channels_last: bool = option(False, "NHWC memory format (faster convolutions on GPUs)")
+    freeze_backbone: bool = option(False, "freeze encoder + BiFPN")
+    freeze_det: bool = option(False, "freeze box/class heads and skip the detection loss")
+    freeze_seg: bool = option(False, "freeze the seg decoder/head and skip the seg loss")
+    val_every: int = option(1, "validate every N epochs and at the end (0: never)")
+    max_steps: int = option(0, "stop after this many optimizer steps (0: no limit)")
+    sync_bn: bool = option(False, "SyncBatchNorm across ranks (CUDA, distributed)")
+    no_augment: bool = option(False, "no perspective/HSV/flip augmentation")
+    skip_bad_labels: bool = option(False, "leave out (and count) images with bad labels")
+    log_images: int = option(4, "prediction images per validation in TensorBoard")
+    precise_bn: int = option(0, "before each validation, re-estimate BatchNorm statistics over N training batches "
+                                "(0: off)")
+    save_every: int = option(1, "write last.pt every N epochs (and always at the end)")
+    grad_compression: str = option("none", "DDP gradient exchange: fp32 all-reduce, TernGrad 2-bit all-gather, or "
+                                           "torch's PowerSGD", choices=compression.COMPRESSIONS, group=_SCALE)
+    ternary_clip: float = option(compression.DEFAULT_CLIP_SIGMAS, "ternary: clip each gradient tensor at this many "
+                                 "times its root mean square", group=_SCALE)
+    powersgd_rank: int = option(2, "powersgd: rank of the low-rank approximation", group=_SCALE)
+    powersgd_start: int = option(10, "powersgd: plain fp32 all-reduce for this many steps first (>= 2)",
+                                 group=_SCALE)
+    activation_checkpointing: bool = option(False, "recompute encoder stages and BiFPN cells during backward "
+                                                   "instead of storing them", group=_SCALE)
+    local_modules: int = option(0, "InfoPro local learning: 2 or 4 gradient-isolated modules with auxiliary heads "
+                                   "(one process; 0: end-to-end)", group=_SCALE)
+    semi_supervised: str = option("none", "cst: cycle self-training of two student/EMA-teacher pairs on labeled + "
+                                          "unlabeled batches", choices=SEMI_SUPERVISED, group=_SEMI)
     unlabeled: list[str] | None = None
     topic: str | None = None
     every: int = 1
     min_gap: float = 0.0
-    ema_decay: float = 0.999
-    burn_in: int = 0
+    ema_decay: float = option(0.999, "cst: teacher = EMA of its student", group=_SEMI)
+    burn_in: int = option(0, "cst: steps on labeled batches only, teachers copying their students", group=_SEMI)
 
     def validate(self) -> None:
         if self.optimizer not in ("adamw", "sgd"):
@@ -683,92 +706,39 @@ def prediction_overlays(model: nn.Module, config: ModelConfig, batch: Batch, anc
 
 # ------------------------------------------------------------------------------------------------------- CLI
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
+    """The flags are :class:`TrainOptions`' fields (defaults and help written there) and the unlabeled sources."""
+    parser = argparse.ArgumentParser(
         prog="hybridnets-train",
         description="Train HybridNets (detection + drivable area + lane lines) on a BDD100K-layout dataset. "
         "Multi-GPU/multi-node: launch with torchrun.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
-    p.add_argument("--project", required=True, help="dataset yaml (dataroot, labelroot, segroot, obj_list, ...)")
-    p.add_argument("--model-config", help="model config name (e.g. hybridnets_d0_synth) or yaml path; "
-                                          "default: the config embedded in --weights")
-    p.add_argument("--weights", help="checkpoint to start from: ours, or a bare upstream state dict")
-    p.add_argument("--resume", action="store_true",
-                   help="continue a run: optimizer, scheduler and epoch from --weights, or from OUTPUT/last.pt")
-    p.add_argument("--output", default="runs/train", help="folder for last.pt, best.pt and tensorboard/")
-    p.add_argument("--epochs", type=int, default=100)
-    p.add_argument("--batch-size", type=int, default=8, help="per process (GPU)")
-    p.add_argument("--lr", type=float, default=1e-4)
-    p.add_argument("--weight-decay", type=float, default=None, help="default: 0.01 for adamw, 0 for sgd")
-    p.add_argument("--optimizer", choices=("adamw", "sgd"), default="adamw", help="sgd: momentum 0.9, Nesterov")
-    p.add_argument("--scheduler", choices=("cosine", "plateau", "none"), default="cosine",
-                   help="cosine: per step with linear warmup; plateau: x0.1 after 3 epochs without loss improvement")
-    p.add_argument("--warmup-steps", type=int, default=None, help="cosine warmup (default: 3%% of steps, <= 1000)")
-    p.add_argument("--amp", action="store_true", help="mixed precision (CUDA: float16 + grad scaling; CPU: bfloat16)")
-    p.add_argument("--channels-last", action="store_true", help="NHWC memory format (faster convolutions on GPUs)")
-    p.add_argument("--grad-clip", type=float, default=0.0, help="max gradient norm (0: off)")
-    p.add_argument("--workers", type=int, default=2, help="data loader processes per rank")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--freeze-backbone", action="store_true", help="freeze encoder + BiFPN")
-    p.add_argument("--freeze-det", action="store_true", help="freeze box/class heads and skip the detection loss")
-    p.add_argument("--freeze-seg", action="store_true", help="freeze the seg decoder/head and skip the seg loss")
-    p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N (under torchrun: auto or cuda)")
-    p.add_argument("--val-every", type=int, default=1, help="validate every N epochs and at the end (0: never)")
-    p.add_argument("--max-steps", type=int, default=0, help="stop after this many optimizer steps (0: no limit)")
-    p.add_argument("--sync-bn", action="store_true", help="SyncBatchNorm across ranks (CUDA, distributed)")
-    p.add_argument("--no-augment", action="store_true", help="no perspective/HSV/flip augmentation")
-    p.add_argument("--skip-bad-labels", action="store_true", help="leave out (and count) images with bad labels")
-    p.add_argument("--log-images", type=int, default=4, help="prediction images per validation in TensorBoard")
-    p.add_argument("--save-every", type=int, default=1, help="write last.pt every N epochs (and always at the end)")
-    p.add_argument("--precise-bn", type=int, default=0,
-                   help="before each validation, re-estimate BatchNorm statistics over N training batches (0: off)")
-    scale = p.add_argument_group("training at scale (see the README's training section)")
-    scale.add_argument("--grad-compression", choices=compression.COMPRESSIONS, default="none",
-                       help="DDP gradient exchange: fp32 all-reduce, TernGrad 2-bit all-gather, or torch's PowerSGD")
-    scale.add_argument("--ternary-clip", type=float, default=compression.DEFAULT_CLIP_SIGMAS,
-                       help="ternary: clip each gradient tensor at this many times its root mean square")
-    scale.add_argument("--powersgd-rank", type=int, default=2, help="powersgd: rank of the low-rank approximation")
-    scale.add_argument("--powersgd-start", type=int, default=10,
-                       help="powersgd: plain fp32 all-reduce for this many steps first (>= 2)")
-    scale.add_argument("--activation-checkpointing", action="store_true",
-                       help="recompute encoder stages and BiFPN cells during backward instead of storing them")
-    scale.add_argument("--local-modules", type=int, default=0,
-                       help="InfoPro local learning: 2 or 4 gradient-isolated modules with auxiliary heads "
-                            "(one process; 0: end-to-end)")
-    semi = p.add_argument_group("semi-supervised (see the README's 'Learning from unlabeled drives')")
-    semi.add_argument("--semi-supervised", choices=SEMI_SUPERVISED, default="none",
-                      help="cst: cycle self-training of two student/EMA-teacher pairs on labeled + unlabeled batches")
-    semi.add_argument("--ema-decay", type=float, default=0.999, help="cst: teacher = EMA of its student")
-    semi.add_argument("--burn-in", type=int, default=0,
-                      help="cst: steps on labeled batches only, teachers copying their students")
-    add_unlabeled_arguments(p, required=False)
-    return p
+    add_dataclass_arguments(parser, TrainOptions, skip=_UNLABELED_FIELDS)
+    add_unlabeled_arguments(parser, required=False)
+    return parser
 
 
 def options_from_args(args: argparse.Namespace) -> TrainOptions:
-    return TrainOptions(**{f.name: getattr(args, f.name) for f in fields(TrainOptions)})
+    return dataclass_from_args(TrainOptions, args)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    options = options_from_args(args)
-    try:
-        context = distributed.init_distributed(options.device)
-    except (ValueError, RuntimeError) as err:
-        print(f"hybridnets-train: error: {err}", file=sys.stderr)
-        return 2
-    logging.basicConfig(level=logging.INFO if context.is_main else logging.WARNING,
-                        format=f"%(levelname)s [rank {context.rank}] %(name)s: %(message)s")
+    """Entry point of ``hybridnets-train``; exit codes as :mod:`hybridnets_ros.cli_support` says."""
+    options = options_from_args(build_parser().parse_args(argv))
+    configure_logging()
+    return run_command("hybridnets-train", lambda: _train(options),
+                       bad_input=(CheckpointError, ProjectConfigError, LabelError))
+
+
+def _train(options: TrainOptions) -> None:
+    context = distributed.init_distributed(options.device)
+    configure_logging(logging.INFO if context.is_main else logging.WARNING)
     try:
         summary = Trainer(options, context).fit()
-    except (CheckpointError, ProjectConfigError, LabelError, ValueError) as err:
-        print(f"hybridnets-train: error: {err}", file=sys.stderr)
-        return 2
     finally:
         distributed.shutdown(context)
     if context.is_main:
         logger.info("done: %s", {k: v for k, v in summary.items() if k != "metrics"})
-    return 0
 
 
 if __name__ == "__main__":
