@@ -14,7 +14,7 @@ import logging
 import sys
 import types
 import typing
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, TextIO, TypeVar
 
 T = TypeVar("T")
@@ -100,11 +100,18 @@ def option(default: Any = dataclasses.MISSING, help_text: str | None = None, **a
     return dataclasses.field(default=default, metadata={"help": help_text, **argparse_options})
 
 
-def add_dataclass_arguments(parser: argparse.ArgumentParser, options_type: type, skip: Sequence[str] = ()) -> None:
+def add_dataclass_arguments(
+    parser: argparse.ArgumentParser,
+    options_type: type,
+    skip: Sequence[str] = (),
+    overrides: Mapping[str, Mapping[str, Any]] | None = None,
+) -> None:
     """One flag ``--field-name`` per field of the dataclass ``options_type`` (except ``skip``).
 
-    The type comes from the annotation (``X | None`` is X, ``list[X]`` takes one or more values, ``bool`` is a
-    switch that defaults to False), the default from the field, help, choices and group from :func:`option`.
+    The type comes from the annotation (``X | None`` is X, ``list[X]`` takes one or more values, or one per flag
+    with ``action="append"``; ``bool`` is a switch that defaults to False), the default from the field, help,
+    choices, group and other argparse settings from :func:`option`. ``overrides`` (field -> settings) lets a command
+    word a field of a shared base its own way.
     """
     hints = typing.get_type_hints(options_type)
     groups: dict[str, Any] = {}
@@ -112,10 +119,10 @@ def add_dataclass_arguments(parser: argparse.ArgumentParser, options_type: type,
     for spec in sorted(dataclasses.fields(options_type), key=lambda spec: spec.kw_only):
         if spec.name in skip:
             continue
-        metadata = dict(spec.metadata)
-        title = metadata.pop("group", None)
+        settings = {**spec.metadata, **(overrides or {}).get(spec.name, {})}
+        title = settings.pop("group", None)
         target = parser if title is None else groups.setdefault(title, parser.add_argument_group(title))
-        kwargs: dict[str, Any] = {"help": metadata.pop("help", None), **metadata}
+        kwargs: dict[str, Any] = {"help": settings.pop("help", None), **settings}
         if spec.default is dataclasses.MISSING:
             kwargs["required"] = True
         else:
@@ -126,6 +133,8 @@ def add_dataclass_arguments(parser: argparse.ArgumentParser, options_type: type,
         else:
             if isinstance(kind, types.UnionType) or typing.get_origin(kind) is typing.Union:
                 kind = next(arg for arg in typing.get_args(kind) if arg is not type(None))
+            if kwargs.get("action") == "append":  # each use of the flag adds one element
+                kind = typing.get_args(kind)[0]
             if typing.get_origin(kind) is list:
                 kwargs["nargs"] = "+"
                 kind = typing.get_args(kind)[0]

@@ -20,6 +20,7 @@ from hybridnets_ros.cli_support import (
 )
 from hybridnets_ros.model.checkpoint import CheckpointError
 from hybridnets_ros.resources import resolve_weights
+from hybridnets_ros.training import distill_train
 from hybridnets_ros.training.train import TrainOptions, build_parser, options_from_args
 
 
@@ -82,6 +83,16 @@ def test_train_parser_is_made_from_the_options_dataclass() -> None:
         0.5, 0.1, True, "ternary", ["a", "b"], 0.5)
     with pytest.raises(SystemExit):  # argparse: bad usage, exit 2
         parser.parse_args(["--project", "p.yaml", "--optimizer", "lion"])
+
+
+def test_distill_parser_is_made_from_its_options_dataclass() -> None:
+    parser = distill_train.build_parser()
+    args = ["--teacher", "a.pt", "--owns", "det", "seg", "--teacher", "b.pt", "--owns", "car", "--student", "d0",
+            "--unlabeled", "x", "y"]
+    assert distill_train.options_from_args(parser.parse_args(args)) == distill_train.DistillOptions(
+        teacher=["a.pt", "b.pt"], owns=[["det", "seg"], ["car"]], student="d0", unlabeled=["x", "y"])
+    with pytest.raises(SystemExit):  # the shared optimiser field, worded for this command: no plateau schedule
+        parser.parse_args([*args, "--scheduler", "plateau"])
 
 
 def test_console_script_exit_code_for_bad_input(tmp_path: Path) -> None:

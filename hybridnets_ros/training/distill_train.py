@@ -32,7 +32,13 @@ from torch import Tensor
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
-from hybridnets_ros.cli_support import configure_logging, dataclass_from_args, run_command
+from hybridnets_ros.cli_support import (
+    add_dataclass_arguments,
+    configure_logging,
+    dataclass_from_args,
+    option,
+    run_command,
+)
 from hybridnets_ros.model.anchors import generate_anchors
 from hybridnets_ros.model.checkpoint import CheckpointError, build_model, load_checkpoint, save_checkpoint
 from hybridnets_ros.model.config import ModelConfig, load_model_config
@@ -52,6 +58,7 @@ from hybridnets_ros.training.evaluate import evaluate_model, normalise_images
 from hybridnets_ros.training.losses import HybridNetsLoss
 from hybridnets_ros.training.project import ProjectConfig, ProjectConfigError
 from hybridnets_ros.training.train import (
+    UNLABELED_FIELDS,
     OptimiserOptions,
     _worker_context,
     _worker_init,
@@ -70,23 +77,28 @@ logger = logging.getLogger(__name__)
 class DistillOptions(OptimiserOptions):
     """Every ``hybridnets-distill`` option; the CLI flags are these names with dashes."""
 
-    teacher: list[str]
-    student: str
+    teacher: list[str] = option(help_text="teacher checkpoint; repeat for several teachers, each followed by its "
+                                          "--owns", action="append")
+    student: str = option(help_text="student model config name (e.g. hybridnets_d0_synth) or yaml")
     unlabeled: list[str]
-    owns: list[list[str]] | None = None
-    weights: str | None = None
-    labeled: str | None = None
+    owns: list[list[str]] | None = option(None, "what the preceding --teacher supervises: det (every class), seg, or "
+                                                "class names", action="append", metavar="det|seg|CLASS")
+    weights: str | None = option(None, "student checkpoint to start from (default: random initialisation)")
+    labeled: str | None = option(None, "dataset yaml whose train split is mixed in (usual losses) and val split "
+                                       "validated (best.pt)")
     topic: str | None = None
     every: int = 1
     min_gap: float = 0.0
-    output: str = "runs/distill"
-    max_steps: int = 10000
-    class_loss: str = "kl"
-    seg_loss: str = "kl"
-    temperature: float = 1.0
-    val_every: int = 1000
-    save_every: int = 1000
-    resume: bool = False
+    output: str = option("runs/distill", "folder for last.pt, best.pt and tensorboard/")
+    max_steps: int = option(10000, "optimizer steps")
+    class_loss: str = option("kl", "classification: binary KL to the teacher's probabilities, or their squared "
+                                   "difference", choices=CLASS_LOSSES)
+    seg_loss: str = option("kl", "segmentation: T^2-scaled KL of temperature-T distributions, or MSE of the logits",
+                           choices=SEG_LOSSES)
+    temperature: float = option(1.0, "segmentation distillation temperature T")
+    val_every: int = option(1000, "validate on --labeled's val split every N steps")
+    save_every: int = option(1000, "write last.pt every N steps (and at the end)")
+    resume: bool = option(False, "continue OUTPUT/last.pt (weights, optimizer, stream)")
 
     def validate(self) -> None:
         if self.owns is None and len(self.teacher) > 1:
@@ -289,43 +301,21 @@ class Distiller:
 
 # ------------------------------------------------------------------------------------------------------- CLI
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
+    """The flags are :class:`DistillOptions`' fields (defaults and help written there) and the unlabeled sources."""
+    parser = argparse.ArgumentParser(
         prog="hybridnets-distill",
         description="Train a student HybridNets from teachers' outputs on unlabeled frames (image folders, videos, "
                     "rosbag2), optionally mixed with a labeled dataset.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
-    p.add_argument("--teacher", action="append", required=True,
-                   help="teacher checkpoint; repeat for several teachers, each followed by its --owns")
-    p.add_argument("--owns", action="append", nargs="+", metavar="det|seg|CLASS",
-                   help="what the preceding --teacher supervises: det (every class), seg, or class names")
-    p.add_argument("--student", required=True, help="student model config name (e.g. hybridnets_d0_synth) or yaml")
-    p.add_argument("--weights", help="student checkpoint to start from (default: random initialisation)")
-    p.add_argument("--labeled", help="dataset yaml whose train split is mixed in (usual losses) and val split "
-                                     "validated (best.pt)")
-    add_unlabeled_arguments(p, required=True)
-    p.add_argument("--output", default="runs/distill", help="folder for last.pt, best.pt and tensorboard/")
-    p.add_argument("--max-steps", type=int, default=10000)
-    p.add_argument("--batch-size", type=int, default=8, help="unlabeled frames per step (and labeled, if any)")
-    p.add_argument("--lr", type=float, default=1e-4)
-    p.add_argument("--weight-decay", type=float, default=None, help="default: 0.01 for adamw, 0 for sgd")
-    p.add_argument("--optimizer", choices=("adamw", "sgd"), default="adamw")
-    p.add_argument("--scheduler", choices=("cosine", "none"), default="cosine")
-    p.add_argument("--warmup-steps", type=int, default=None, help="cosine warmup (default: 3%% of steps, <= 1000)")
-    p.add_argument("--amp", action="store_true", help="mixed precision (CUDA: float16 + grad scaling; CPU: bfloat16)")
-    p.add_argument("--grad-clip", type=float, default=0.0, help="max gradient norm (0: off)")
-    p.add_argument("--workers", type=int, default=2, help="labeled data loader processes")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N")
-    p.add_argument("--class-loss", choices=CLASS_LOSSES, default="kl",
-                   help="classification: binary KL to the teacher's probabilities, or their squared difference")
-    p.add_argument("--seg-loss", choices=SEG_LOSSES, default="kl",
-                   help="segmentation: T^2-scaled KL of temperature-T distributions, or MSE of the logits")
-    p.add_argument("--temperature", type=float, default=1.0, help="segmentation distillation temperature T")
-    p.add_argument("--val-every", type=int, default=1000, help="validate on --labeled's val split every N steps")
-    p.add_argument("--save-every", type=int, default=1000, help="write last.pt every N steps (and at the end)")
-    p.add_argument("--resume", action="store_true", help="continue OUTPUT/last.pt (weights, optimizer, stream)")
-    return p
+    add_dataclass_arguments(parser, DistillOptions, skip=UNLABELED_FIELDS, overrides={
+        "batch_size": {"help": "unlabeled frames per step (and labeled, if any)"},
+        "scheduler": {"choices": ("cosine", "none"), "help": "cosine: per step with linear warmup"},
+        "workers": {"help": "labeled data loader processes"},
+        "device": {"help": "auto, cpu, cuda, cuda:N"},
+    })
+    add_unlabeled_arguments(parser, required=True)
+    return parser
 
 
 def options_from_args(args: argparse.Namespace) -> DistillOptions:

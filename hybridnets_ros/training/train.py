@@ -106,8 +106,8 @@ class OptimiserOptions:
 
 _SCALE = "training at scale (see the README's training section)"
 _SEMI = "semi-supervised (see the README's 'Learning from unlabeled drives')"
-# Added by add_unlabeled_arguments, which every command reading unlabeled frames shares.
-_UNLABELED_FIELDS = ("unlabeled", "topic", "every", "min_gap")
+# The option fields whose flags add_unlabeled_arguments adds (every command reading unlabeled frames shares them).
+UNLABELED_FIELDS = ("unlabeled", "topic", "every", "min_gap")
 
 
 @dataclass
@@ -713,7 +713,7 @@ def build_parser() -> argparse.ArgumentParser:
         "Multi-GPU/multi-node: launch with torchrun.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
-    add_dataclass_arguments(parser, TrainOptions, skip=_UNLABELED_FIELDS)
+    add_dataclass_arguments(parser, TrainOptions, skip=UNLABELED_FIELDS)
     add_unlabeled_arguments(parser, required=False)
     return parser
 
