@@ -72,7 +72,7 @@ setup(
     entry_points={
         "console_scripts": [
             "hybridnets-infer = hybridnets_ros.inference.cli:main",
-            "hybridnets-export = hybridnets_ros.inference.export:main",
+            "hybridnets-export = hybridnets_ros.inference.export.cli:main",
             "hybridnets-train = hybridnets_ros.training.train:main",
             "hybridnets-distill = hybridnets_ros.training.distill_train:main",
             "hybridnets-eval = hybridnets_ros.training.evaluate:main",

@@ -13,7 +13,7 @@ import torch
 
 from hybridnets_ros import resources
 from hybridnets_ros.inference import calibration as calib
-from hybridnets_ros.inference import export as export_module
+from hybridnets_ros.inference.export import cli as export_module
 from hybridnets_ros.inference.backends import create_backend, openvino_backend
 from hybridnets_ros.inference.box_pairing import box_agreement
 from hybridnets_ros.inference.pipeline import HybridNetsPipeline

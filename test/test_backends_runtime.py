@@ -12,7 +12,7 @@ import torch
 
 from export_support import assert_same_detections, mask_agreement, robust_postprocess, small_d0_model, torch_pipeline
 from hybridnets_ros.conventions import DetectionThresholds
-from hybridnets_ros.inference import export as export_module
+from hybridnets_ros.inference.export import exporter as export_module
 from hybridnets_ros.inference.backends import create_backend
 from hybridnets_ros.inference.backends import onnx_cache, tensorrt_backend
 from hybridnets_ros.inference.backends.optional_import import BackendUnavailableError

@@ -27,12 +27,12 @@ from golden_support import (
     run_threshold,
 )
 from hybridnets_ros.conventions import DetectionThresholds
-from hybridnets_ros.inference.export import export_onnx, main, read_metadata
+from hybridnets_ros.inference.export.cli import main
+from hybridnets_ros.inference.export.exporter import POSTPROCESSED_OUTPUTS, export_onnx, read_metadata
 from hybridnets_ros.inference.letterbox import letterbox_images
-from hybridnets_ros.inference.onnx_graph import POSTPROCESSED_OUTPUTS, PostprocessedHybridNets
-from hybridnets_ros.inference.postprocess import Detections, seg_class_map, select_detections
+from hybridnets_ros.inference.postprocess import Detections
+from hybridnets_ros.inference.predictor import HybridNetsPredictor, seg_class_map
 from hybridnets_ros.inference.sample_frames import read_rgb, synthetic_frames
-from hybridnets_ros.model import generate_anchors
 from hybridnets_ros.model.checkpoint import save_checkpoint
 
 ort = pytest.importorskip("onnxruntime")
@@ -179,24 +179,31 @@ def test_cli_refuses_bad_arguments(tmp_path, capsys):
     assert "missing.pt" in capsys.readouterr().err
 
 
+def select_detections(predictor: HybridNetsPredictor, heads, thresholds: DetectionThresholds):
+    """The pipeline's selection (the predictor run eagerly): per image (boxes, scores, class_ids)."""
+    selected = predictor.detect(heads.regression, heads.classification, thresholds)
+    return [selected.image(b) for b in range(heads.regression.shape[0])]
+
+
 @pytest.mark.slow
 def test_torch_wrapper_equals_the_pipeline_selection_also_when_capped(d0):
-    """The graph's logic in torch (NMS as the custom op): exactly the pipeline's detections, including the cut at
-    max_detections when more boxes survive NMS."""
+    """The graph's logic in torch (the predictor captured by torch.export as the dynamo exporter captures it, NMS
+    as the custom op): exactly the pipeline's detections, including the cut at max_detections when more boxes
+    survive NMS."""
     model, config = d0
     frames = synthetic_frames(2, seed=7)
     images, _ = letterbox_images([torch.from_numpy(f).permute(2, 0, 1) for f in frames], config.input_size)
     pipeline = torch_pipeline(model, config)
     with torch.inference_mode():
         heads = pipeline.forward(pipeline.preprocess(frames)[0])
-        anchors = generate_anchors(config, config.input_size)
-        for postprocess, capped in ((DetectionThresholds(score_threshold=0.0, pre_nms_top_k=200, max_detections=7), True),
-                                    (DetectionThresholds(score_threshold=0.02, nms_iou_threshold=0.5, pre_nms_top_k=50),
-                                     False)):
-            wrapper = PostprocessedHybridNets(model, config, postprocess).eval()
-            rows, counts, seg = wrapper(images)
-            selected = select_detections(heads.regression, heads.classification, anchors, config.input_size,
-                                         postprocess)
+    for postprocess, capped in ((DetectionThresholds(score_threshold=0.0, pre_nms_top_k=200, max_detections=7), True),
+                                (DetectionThresholds(score_threshold=0.02, nms_iou_threshold=0.5, pre_nms_top_k=50),
+                                 False)):
+        predictor = HybridNetsPredictor(config, postprocess, network=model).eval()
+        with torch.no_grad():
+            rows, counts, seg = torch.export.export(predictor, (images,)).module()(images)
+        with torch.inference_mode():
+            selected = select_detections(predictor, heads, postprocess)
             for b, (boxes, scores, classes) in enumerate(selected):
                 assert int(counts[b]) == len(scores) > 0
                 torch.testing.assert_close(rows[b, : len(scores), :4], boxes)

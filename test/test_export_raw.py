@@ -8,8 +8,8 @@ import torch
 
 from export_support import small_d0_model
 from hybridnets_ros.conventions import DetectionThresholds
-from hybridnets_ros.inference.export import export_onnx, read_metadata, verify_onnx
-from hybridnets_ros.inference.onnx_graph import RAW_OUTPUTS
+from hybridnets_ros.inference.export.exporter import RAW_OUTPUTS, export_onnx, read_metadata
+from hybridnets_ros.inference.export.verify import verify_onnx
 from hybridnets_ros.inference.sample_frames import synthetic_frames
 
 ort = pytest.importorskip("onnxruntime")

@@ -6,7 +6,8 @@ import pytest
 import torch
 
 from hybridnets_ros.inference.letterbox import Letterbox
-from hybridnets_ros.inference.postprocess import seg_class_map, seg_class_probability, seg_confidences, segment
+from hybridnets_ros.inference.postprocess import seg_class_probability, seg_confidences, segment
+from hybridnets_ros.inference.predictor import seg_class_map
 
 
 def _logits(seed: int, channels: int) -> torch.Tensor:

@@ -16,11 +16,29 @@ from golden_support import (
 )
 from hybridnets_ros.conventions import DetectionThresholds
 from hybridnets_ros.inference.letterbox import Letterbox
-from hybridnets_ros.inference.postprocess import Detections, detect, seg_class_map, segment, select_detections
+from hybridnets_ros.inference.postprocess import Detections, detections_to_orig, segment
+from hybridnets_ros.inference.predictor import HybridNetsPredictor, seg_class_map
+from hybridnets_ros.model.config import load_model_config
 
 DEMO_LB = Letterbox.fit((720, 1280), (384, 640))
 # The scores here are the golden raw heads' own values (no arithmetic on them), so they match exactly on any CPU.
 FILE_SCORE_ATOL = 1e-6
+D3_CONFIG = load_model_config("hybridnets_d3_bdd100k")
+
+
+def select_detections(regression, classification, anchors, input_hw, thresholds):
+    """Per image (boxes, scores, class_ids) in network pixels from the predictor, whose anchors are the file's."""
+    predictor = HybridNetsPredictor(D3_CONFIG)
+    assert torch.equal(predictor.anchors, anchors.reshape(-1, 4)) and predictor.input_hw == tuple(input_hw)
+    selected = predictor.detect(regression, classification, thresholds)
+    return [selected.image(b) for b in range(regression.shape[0])]
+
+
+def detect(regression, classification, anchors, letterboxes, thresholds):
+    """The pipeline's detection path: the predictor, then each letterbox's inverse."""
+    predictor = HybridNetsPredictor(D3_CONFIG)
+    assert torch.equal(predictor.anchors, anchors.reshape(-1, 4))
+    return detections_to_orig(predictor.detect(regression, classification, thresholds), letterboxes)
 
 
 @pytest.fixture(scope="module")

@@ -24,7 +24,7 @@ NOT_INSTALLED = "hybridnets_ros is not installed into this environment: run `mak
 
 CONSOLE_SCRIPTS = {
     "hybridnets-infer": "hybridnets_ros.inference.cli:main",
-    "hybridnets-export": "hybridnets_ros.inference.export:main",
+    "hybridnets-export": "hybridnets_ros.inference.export.cli:main",
     "hybridnets-train": "hybridnets_ros.training.train:main",
     "hybridnets-eval": "hybridnets_ros.training.evaluate:main",
     "hybridnets-anchors": "hybridnets_ros.training.anchors:main",

@@ -12,6 +12,8 @@ On the CPU the same S is instead scanned once in rank order (numpy, one vector O
 iteration above costs several operator dispatches, and with ~1000 dense candidates the iterations took 107 ms
 where the scan takes about 1 ms (README, speed section). On a GPU the iteration avoids per-box host round trips.
 Memory is O(K^2) per image: cap the candidates (top-k) before calling.
+:func:`onnx_non_max_suppression` is the ONNX ``NonMaxSuppression`` op's semantics as a torch custom op, computed
+with the same NMS: the exporters translate it to that op (what an exported graph runs instead of Python control).
 """
 from __future__ import annotations
 
@@ -109,3 +111,37 @@ def nms(boxes: torch.Tensor, scores: torch.Tensor, class_ids: torch.Tensor, iou_
     """Class-aware greedy NMS of one image: boxes (N,4), scores (N,), class_ids (N,) -> kept indices (M,) by score."""
     order, keep = batched_nms(boxes[None], scores[None], class_ids[None], iou_threshold)
     return order[0][keep[0]]
+
+
+@torch.library.custom_op("hybridnets_export::non_max_suppression", mutates_args=())
+def onnx_non_max_suppression(
+    boxes: torch.Tensor, scores: torch.Tensor, max_per_class: int, iou_threshold: float, score_threshold: float
+) -> torch.Tensor:
+    """ONNX ``NonMaxSuppression`` (center_point_box=0) as a torch op, which the exporters translate to that op.
+
+    boxes (B,N,4) x1y1x2y2; scores (B,C,N). Per image and class, boxes with score > ``score_threshold`` are visited
+    by descending score and kept unless a kept box has IoU > ``iou_threshold``; at most ``max_per_class`` per class.
+    Returns (M,3) int64 rows ``[batch, class, box]``, by image, class, then descending score. Computed with
+    :func:`batched_nms`, so a graph holding the op also runs (and traces) in torch.
+    """
+    batch, num_classes, num_boxes = scores.shape
+    rows = []
+    for c in range(num_classes):
+        class_scores = scores[:, c]
+        same_class = torch.zeros((batch, num_boxes), dtype=torch.int64, device=scores.device)
+        order, keep = batched_nms(boxes, class_scores, same_class, iou_threshold, class_scores > score_threshold)
+        keep &= keep.cumsum(dim=1) <= max_per_class
+        image, rank = keep.nonzero(as_tuple=True)
+        box = order[image, rank]
+        rows.append(torch.stack([image, torch.full_like(image, c), box], dim=1))
+    selected = torch.cat(rows)
+    # Stable sort by image keeps the (class, score) order within each image.
+    return selected[torch.sort(selected[:, 0], stable=True).indices]
+
+
+@onnx_non_max_suppression.register_fake
+def _onnx_non_max_suppression_fake(
+    boxes: torch.Tensor, scores: torch.Tensor, max_per_class: int, iou_threshold: float, score_threshold: float
+) -> torch.Tensor:
+    count = torch.library.get_ctx().new_dynamic_size()
+    return boxes.new_empty((count, 3), dtype=torch.int64)

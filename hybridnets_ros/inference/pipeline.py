@@ -1,7 +1,9 @@
 """HybridNets inference on camera frames: upload, letterbox, normalise, forward, post-process.
 
 Frames are uint8 numpy arrays of any size in one of the ROS encodings; results are in original image pixels.
-Each frame is copied to the device once; colour conversion, resizing and normalisation happen there.
+Each frame is copied to the device once; colour conversion, resizing and normalisation happen there. What the
+network takes and how its raw heads (from any backend) become detections and class maps is the
+:class:`~hybridnets_ros.inference.predictor.HybridNetsPredictor`'s; this module adds frames, letterboxes and stages.
 """
 from __future__ import annotations
 
@@ -21,8 +23,14 @@ from hybridnets_ros.encodings import BGR_ORDERED, ENCODINGS, PIPELINE_ENCODINGS
 from hybridnets_ros.inference.backends import create_backend, resolve_device
 from hybridnets_ros.inference.backends.base import InferenceBackend
 from hybridnets_ros.inference.letterbox import Letterbox, letterbox_images
-from hybridnets_ros.inference.postprocess import Detections, FrameResult, detect, seg_confidences, segment
-from hybridnets_ros.model.anchors import generate_anchors
+from hybridnets_ros.inference.postprocess import (
+    Detections,
+    FrameResult,
+    detections_to_orig,
+    seg_confidences,
+    segment,
+)
+from hybridnets_ros.inference.predictor import HybridNetsPredictor
 from hybridnets_ros.model.checkpoint import build_model
 from hybridnets_ros.model.config import ModelConfig, load_model_config
 from hybridnets_ros.model.hybridnets import HybridNetsOutput
@@ -68,13 +76,18 @@ class HybridNetsPipeline:
         self.precision = backend.precision
         self.class_names = list(config.obj_list)
         self.seg_names = list(config.seg_list)
-        self.postprocess = postprocess if postprocess is not None else DetectionThresholds()
-        self.postprocess.validate()
-        self.anchors = generate_anchors(config, config.input_size).to(self.device)
-        self._mean = torch.tensor(config.mean, dtype=torch.float32, device=self.device).view(1, 3, 1, 1)
-        self._std = torch.tensor(config.std, dtype=torch.float32, device=self.device).view(1, 3, 1, 1)
+        self.predictor = HybridNetsPredictor(config, postprocess).to(self.device)
         self._lock = threading.Lock()
         self.last_timings: dict[str, float] = {}
+
+    @property
+    def postprocess(self) -> DetectionThresholds:
+        """The detection thresholds of the next call: the predictor's own (change them, or assign new ones)."""
+        return self.predictor.thresholds
+
+    @postprocess.setter
+    def postprocess(self, thresholds: DetectionThresholds) -> None:
+        self.predictor.thresholds = thresholds
 
     @classmethod
     def from_weights(
@@ -142,9 +155,7 @@ class HybridNetsPipeline:
         if bgr:
             index = torch.tensor(bgr, device=batch.device)
             batch[index] = batch[index].flip(1)
-        # Same operation order as ToTensor + Normalize, so the input is bit-identical to the reference.
-        x = batch.to(torch.float32).div_(255).sub_(self._mean).div_(self._std)
-        return x, letterboxes
+        return self.predictor.normalize(batch), letterboxes
 
     def forward(self, x: torch.Tensor) -> HybridNetsOutput:
         """Raw network outputs for a preprocessed batch."""
@@ -154,10 +165,10 @@ class HybridNetsPipeline:
         self, out: HybridNetsOutput, letterboxes: Sequence[Letterbox], config: DetectionThresholds | None = None
     ) -> list[FrameResult]:
         """Raw outputs -> one FrameResult per frame, in original image pixels."""
-        config = config if config is not None else self.postprocess
-        detections = detect(out.regression, out.classification, self.anchors, letterboxes, config)
-        masks = segment(out.segmentation, self.config.seg_mode, letterboxes)
-        confidences = seg_confidences(out.segmentation, self.config.seg_mode, letterboxes)
+        selected = self.predictor.detect(out.regression, out.classification, config)
+        detections = detections_to_orig(selected, letterboxes)
+        masks = segment(out.segmentation, self.predictor.seg_mode, letterboxes)
+        confidences = seg_confidences(out.segmentation, self.predictor.seg_mode, letterboxes)
         return [FrameResult(*parts) for parts in zip(detections, masks, letterboxes, confidences)]
 
     def _sync(self) -> None:

@@ -1,9 +1,10 @@
-"""Turn raw network outputs into detections and segmentation masks in original image pixels.
+"""Per-frame results in original image pixels: the predictor's detections and class maps un-letterboxed.
 
-Detection: score = max over classes, keep scores strictly above the threshold, cap to the ``pre_nms_top_k`` best,
-decode against the anchors, clip to the network input, class-aware NMS, cap to ``max_detections``, un-letterbox.
-Segmentation: class-ID map at network resolution (argmax / binary / multilabel), crop the padding, nearest resize
-to the original size on the host. Everything else runs batched on the outputs' device.
+Detections (network-input pixels, from :meth:`HybridNetsPredictor.detect
+<hybridnets_ros.inference.predictor.HybridNetsPredictor.detect>`) are mapped back through each frame's letterbox.
+Segmentation: the class-ID map at network resolution (:func:`~hybridnets_ros.inference.predictor.seg_class_map`)
+has its padding cropped on the outputs' device and is resized (nearest) to the original size on the host; the
+per-pixel confidence is computed only when asked for.
 """
 from __future__ import annotations
 
@@ -15,9 +16,9 @@ import numpy as np
 import torch
 
 from hybridnets_ros.conventions import SEG_MODES
-from hybridnets_ros.inference.box_coder import clip_boxes, decode_boxes
 from hybridnets_ros.inference.letterbox import Letterbox
-from hybridnets_ros.inference.nms import batched_nms
+from hybridnets_ros.inference.predictor import DetectionBatch, seg_class_map
+
 
 @dataclass
 class Detections:
@@ -70,78 +71,19 @@ class FrameResult:
     seg_confidence: SegConfidence | None = None
 
 
-def select_detections(
-    regression: torch.Tensor,
-    classification: torch.Tensor,
-    anchors: torch.Tensor,
-    input_hw: Sequence[int],
-    config: DetectionThresholds,
-) -> list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
-    """Detections in network-input pixels, on the outputs' device.
-
-    regression (B,N,4) dy,dx,dh,dw; classification (B,N,C) probabilities; anchors (N,4) (or (1,N,4)) y1x1y2x2.
-    Returns per image ``(boxes (M,4) float32 x1y1x2y2, scores (M,) float32, class_ids (M,) int64)``, M <=
-    max_detections, by descending score.
-    """
-    config.validate()
-    batch = classification.shape[0]
-    scores, class_ids = classification.to(torch.float32).max(dim=-1)
-    # NMS costs O(K^2): take no more candidates than the image with the most scores above the threshold has.
-    passing = int((scores > config.score_threshold).sum(dim=1).max()) if batch else 0
-    k = min(config.pre_nms_top_k, passing)
-    top_scores, top_idx = scores.topk(k, dim=1)
-    valid = top_scores > config.score_threshold
-    deltas = torch.gather(regression.to(torch.float32), 1, top_idx.unsqueeze(-1).expand(batch, k, 4))
-    boxes = clip_boxes(decode_boxes(anchors.reshape(-1, 4).to(torch.float32)[top_idx], deltas), input_hw)
-    top_classes = torch.gather(class_ids, 1, top_idx)
-    order, keep = batched_nms(boxes, top_scores, top_classes, config.nms_iou_threshold, valid)
-    # Rank of each kept box among the kept ones; the first max_detections survive.
-    keep &= keep.cumsum(dim=1) <= config.max_detections
-    results = []
-    for b in range(batch):
-        chosen = order[b][keep[b]]
-        results.append((boxes[b, chosen], top_scores[b, chosen], top_classes[b, chosen]))
-    return results
-
-
-def detect(
-    regression: torch.Tensor,
-    classification: torch.Tensor,
-    anchors: torch.Tensor,
-    letterboxes: Sequence[Letterbox],
-    config: DetectionThresholds,
-) -> list[Detections]:
-    """Detections in original image pixels (numpy), one per letterbox; inputs as in :func:`select_detections`."""
-    input_hw = letterboxes[0].net_hw
-    selected = select_detections(regression, classification, anchors, input_hw, config)
-    results = []
-    for (boxes, scores, class_ids), lb in zip(selected, letterboxes):
-        results.append(
-            Detections(
-                boxes=lb.boxes_to_orig(boxes).cpu().numpy().astype(np.float32, copy=False),
-                scores=scores.cpu().numpy().astype(np.float32, copy=False),
-                class_ids=class_ids.cpu().numpy().astype(np.int64, copy=False),
-            )
+def detections_to_orig(selected: DetectionBatch, letterboxes: Sequence[Letterbox]) -> list[Detections]:
+    """The predictor's detections (network-input pixels, padded) -> per letterbox, Detections in its original image
+    pixels (numpy), without the padding rows."""
+    boxes = [lb.boxes_to_orig(selected.boxes[b]) for b, lb in enumerate(letterboxes)]
+    counts = selected.counts.tolist()
+    return [
+        Detections(
+            boxes=boxes[b][:m].cpu().numpy().astype(np.float32, copy=False),
+            scores=selected.scores[b, :m].cpu().numpy().astype(np.float32, copy=False),
+            class_ids=selected.class_ids[b, :m].cpu().numpy().astype(np.int64, copy=False),
         )
-    return results
-
-
-def seg_class_map(segmentation: torch.Tensor, seg_mode: str) -> torch.Tensor:
-    """(B,S,H,W) logits -> (B,H,W) uint8 class IDs at network resolution.
-
-    multiclass: argmax over channels (channel 0 = background). binary: 1 where the single logit >= 0.
-    multilabel: channel 0 is background; class k is on where sigmoid(logit k) >= 0.5, later classes win overlaps.
-    """
-    if seg_mode == "multiclass":
-        # torch.max like the reference (its tie rule), and on CPU it is far faster than argmax over dim 1.
-        return segmentation.max(dim=1).indices.to(torch.uint8)
-    if seg_mode == "binary":
-        return (segmentation[:, 0] >= 0).to(torch.uint8)
-    if seg_mode == "multilabel":
-        on = torch.sigmoid(segmentation[:, 1:].to(torch.float32)) >= 0.5
-        ids = torch.arange(1, segmentation.shape[1], device=segmentation.device, dtype=torch.uint8)
-        return (on * ids[None, :, None, None]).amax(dim=1)
-    raise ValueError(f"unknown seg_mode '{seg_mode}': expected one of {SEG_MODES}")
+        for b, m in enumerate(counts)
+    ]
 
 
 def seg_class_probability(segmentation: torch.Tensor, seg_mode: str) -> torch.Tensor:

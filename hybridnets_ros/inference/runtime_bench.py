@@ -31,7 +31,7 @@ from hybridnets_ros.inference.backends import openvino_backend
 from hybridnets_ros.inference.backends.onnx_cache import cached_raw_onnx
 from hybridnets_ros.inference.backends.optional_import import import_runtime
 from hybridnets_ros.inference.bench import load_model
-from hybridnets_ros.inference.export import export_onnx
+from hybridnets_ros.inference.export.exporter import export_onnx
 
 Forward = Callable[[], object]
 

@@ -36,8 +36,7 @@ from tqdm import tqdm
 from hybridnets_ros.conventions import DetectionThresholds
 from hybridnets_ros.inference.backends import add_backend_arguments, create_backend
 from hybridnets_ros.inference.backends.base import resolve_device
-from hybridnets_ros.inference.postprocess import seg_class_map, select_detections
-from hybridnets_ros.model.anchors import generate_anchors
+from hybridnets_ros.inference.predictor import HybridNetsPredictor, channel_statistics, normalize_images, seg_class_map
 from hybridnets_ros.cli_support import configure_logging, run_command
 from hybridnets_ros.model.checkpoint import CheckpointError, build_model
 from hybridnets_ros.model.config import ModelConfig, load_model_config
@@ -63,12 +62,15 @@ def seg_class_names(config: ModelConfig) -> list[str]:
     return [BACKGROUND, *config.seg_list]
 
 
+def reference_thresholds() -> DetectionThresholds:
+    """The reference's validation post-processing: score > 0.001, NMS IoU 0.6, at most 1000 candidates and boxes."""
+    return DetectionThresholds(score_threshold=0.001, nms_iou_threshold=0.6, pre_nms_top_k=1000, max_detections=1000)
+
+
 def normalise_images(images: torch.Tensor, config: ModelConfig, device: torch.device) -> torch.Tensor:
-    """(B,3,H,W) uint8 RGB -> (B,3,H,W) float32 on ``device``, ImageNet-normalised with the config's mean/std."""
-    x = images.to(device, non_blocking=True).to(torch.float32) / 255.0
-    mean = torch.tensor(config.mean, device=device).view(1, 3, 1, 1)
-    std = torch.tensor(config.std, device=device).view(1, 3, 1, 1)
-    return (x - mean) / std
+    """(B,3,H,W) uint8 RGB -> (B,3,H,W) float32 on ``device``, normalised as the predictor does (training steps,
+    which hold no predictor)."""
+    return normalize_images(images.to(device, non_blocking=True), *channel_statistics(config, device))
 
 
 def seg_prediction(segmentation: torch.Tensor, seg_mode: str) -> torch.Tensor:
@@ -155,10 +157,7 @@ def evaluate_model(
     config: ModelConfig,
     loader: Iterable[Batch],
     device: torch.device | str = "cpu",
-    score_threshold: float = 0.001,
-    nms_iou_threshold: float = 0.6,
-    pre_nms_top_k: int = 1000,
-    max_detections: int = 1000,
+    thresholds: DetectionThresholds | None = None,
     operating_threshold: float = 0.25,
     original_resolution: bool = False,
     amp: bool = False,
@@ -169,7 +168,8 @@ def evaluate_model(
     """Reference-protocol metrics of ``model`` over ``loader`` (batches of ``dataset.collate``, without augmentation).
 
     ``model`` may be wrapped in DDP/DataParallel: the bare module runs, so calling this on one rank never waits on a
-    collective. Its train/eval mode is restored afterwards. ``original_resolution`` adds dataset-wide seg IoUs at
+    collective. Its train/eval mode is restored afterwards. ``thresholds`` post-process the detections (default:
+    :func:`reference_thresholds`). ``original_resolution`` adds dataset-wide seg IoUs at
     each image's own size (it re-reads the mask files, and needs the loader's dataset to be a BddDataset).
     ``forward`` runs the network instead of ``model`` (an inference backend's ``forward``, returning its outputs on
     ``device``), so a backend and precision are measured with the same protocol.
@@ -179,9 +179,8 @@ def evaluate_model(
     net = getattr(model, "module", model)
     was_training = net.training
     net.eval()
-    post = DetectionThresholds(score_threshold, nms_iou_threshold, pre_nms_top_k, max_detections)
-    post.validate()
-    anchors = generate_anchors(config, config.input_size).to(device)
+    predictor = HybridNetsPredictor(config, thresholds if thresholds is not None else reference_thresholds())
+    predictor.to(device)
     names = seg_class_names(config)
     det_acc = DetectionAccumulator()
     seg_acc = SegmentationAccumulator(len(names))
@@ -198,13 +197,14 @@ def evaluate_model(
             if max_batches is not None and i >= max_batches:
                 break
             with torch.autocast(device.type, enabled=amp and device.type == "cuda"):
-                out = (forward or net)(normalise_images(batch.images, config, device))
-            selected = select_detections(out.regression, out.classification, anchors, config.input_size, post)
-            for (boxes, scores, classes), lb, ann in zip(selected, batch.letterboxes, batch.annotations):
+                out = (forward or net)(predictor.normalize(batch.images.to(device, non_blocking=True)))
+            selected = predictor.detect(out.regression, out.classification)
+            for b, (lb, ann) in enumerate(zip(batch.letterboxes, batch.annotations)):
+                boxes, scores, classes = selected.image(b)
                 gt = ann[ann[:, 4] >= 0]  # rows of -1 pad the batch
                 det_acc.update(lb.boxes_to_orig(boxes).cpu(), scores.cpu(), classes.cpu(),
                                lb.boxes_to_orig(gt[:, :4]), gt[:, 4].long())
-            prediction = seg_prediction(out.segmentation, config.seg_mode)
+            prediction = seg_prediction(out.segmentation, predictor.seg_mode)
             truth = seg_truth(batch.seg.to(device), config.seg_mode)
             seg_acc.update(seg_stats(prediction, truth, len(names)))
             if seg_orig_acc is not None:
@@ -276,12 +276,10 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         dataset, batch_size=args.batch_size, shuffle=False, num_workers=args.workers, collate_fn=collate,
         pin_memory=device.type == "cuda",
     )
+    thresholds = DetectionThresholds(args.score_threshold, args.nms_iou_threshold, args.pre_nms_top_k,
+                                     args.pre_nms_top_k)
     metrics = evaluate_model(
-        model, config, loader, device,
-        score_threshold=args.score_threshold,
-        nms_iou_threshold=args.nms_iou_threshold,
-        pre_nms_top_k=args.pre_nms_top_k,
-        max_detections=args.pre_nms_top_k,
+        model, config, loader, device, thresholds,
         operating_threshold=args.operating_threshold,
         original_resolution=not args.no_original_resolution,
         amp=args.amp,

@@ -47,7 +47,6 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, DistributedSampler
 from tqdm import tqdm
 
-from hybridnets_ros.conventions import DetectionThresholds
 from hybridnets_ros.cli_support import (
     add_dataclass_arguments,
     configure_logging,
@@ -55,9 +54,9 @@ from hybridnets_ros.cli_support import (
     option,
     run_command,
 )
-from hybridnets_ros.inference.postprocess import Detections, FrameResult, seg_class_map, select_detections
+from hybridnets_ros.inference.postprocess import Detections, FrameResult
+from hybridnets_ros.inference.predictor import HybridNetsPredictor
 from hybridnets_ros.inference.visualize import draw_overlay
-from hybridnets_ros.model.anchors import generate_anchors
 from hybridnets_ros.model.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from hybridnets_ros.model.config import ModelConfig, load_model_config
 from hybridnets_ros.model.hybridnets import HybridNets
@@ -326,7 +325,9 @@ class Trainer:
 
         self.loss = HybridNetsLoss(self.config.seg_mode, compute_det=not options.freeze_det,
                                    compute_seg=not options.freeze_seg)
-        self.anchors = generate_anchors(self.config, self.config.input_size).to(self.device)
+        # The inference convention (default thresholds) for the overlays; its anchors are the loss's too.
+        self.predictor = HybridNetsPredictor(self.config).to(self.device)
+        self.anchors = self.predictor.anchors
         self.amp_dtype = torch.float16 if self.device.type == "cuda" else torch.bfloat16
         self.scaler = torch.amp.GradScaler("cuda", enabled=options.amp and self.device.type == "cuda")
 
@@ -562,7 +563,7 @@ class Trainer:
         dataset = self.val_loader.dataset
         samples = [dataset[i] for i in range(min(self.options.log_images, len(dataset)))]
         batch = collate(samples)
-        for i, overlay in enumerate(prediction_overlays(self.model, self.config, batch, self.anchors, self.device)):
+        for i, overlay in enumerate(prediction_overlays(self.model, self.config, batch, self.predictor)):
             self.writer.add_image(f"predictions/{i}", overlay, epoch + 1, dataformats="HWC")
 
     def checkpoint_extras(self, epoch: int, metrics: dict[str, float] | None) -> dict[str, Any]:
@@ -684,20 +685,21 @@ def _worker_init(_: int) -> None:
 
 
 @torch.no_grad()
-def prediction_overlays(model: nn.Module, config: ModelConfig, batch: Batch, anchors: torch.Tensor,
-                        device: torch.device) -> list[np.ndarray]:
-    """(H,W,3) uint8 RGB network-size images with the predicted masks and boxes drawn, one per batch image."""
+def prediction_overlays(model: nn.Module, config: ModelConfig, batch: Batch,
+                        predictor: HybridNetsPredictor) -> list[np.ndarray]:
+    """(H,W,3) uint8 RGB network-size images with the predicted masks and boxes drawn, one per batch image
+    (``predictor``: its device and thresholds)."""
     was_training = model.training
     model.eval()
     try:
-        out = model(normalise_images(batch.images, config, device))
+        out = model(predictor.normalize(batch.images.to(predictor.anchors.device)))
     finally:
         model.train(was_training)
-    selected = select_detections(out.regression, out.classification, anchors, config.input_size, DetectionThresholds())
-    masks = seg_class_map(out.segmentation, config.seg_mode).cpu().numpy()
+    selected = predictor.detect(out.regression, out.classification)
+    masks = predictor.segment(out.segmentation).cpu().numpy()
     overlays = []
-    for image, mask, (boxes, scores, classes), lb in zip(batch.images, masks, selected, batch.letterboxes):
-        detections = Detections(boxes.cpu().numpy(), scores.cpu().numpy(), classes.cpu().numpy())
+    for b, (image, mask, lb) in enumerate(zip(batch.images, masks, batch.letterboxes)):
+        detections = Detections(*(t.cpu().numpy() for t in selected.image(b)))
         bgr = cv2.cvtColor(image.permute(1, 2, 0).numpy(), cv2.COLOR_RGB2BGR)
         drawn = draw_overlay(bgr, FrameResult(detections, mask, lb), config.obj_list, config.seg_list)
         overlays.append(cv2.cvtColor(drawn, cv2.COLOR_BGR2RGB))

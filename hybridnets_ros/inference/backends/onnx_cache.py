@@ -20,6 +20,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from hybridnets_ros.inference.export import exporter as onnx_export
 from hybridnets_ros.model.config import ModelConfig
 
 LOG = logging.getLogger(__name__)
@@ -82,9 +83,7 @@ def onnx_cache_key(
 
 def check_raw_onnx(path: Path, config: ModelConfig) -> None:
     """ValueError unless ``path`` (if it carries our metadata) is a raw-heads export for ``config``'s input size."""
-    from hybridnets_ros.inference.export import read_metadata
-
-    meta = read_metadata(path)
+    meta = onnx_export.read_metadata(path)
     if meta.get("variant", "raw") != "raw":
         raise ValueError(f"ONNX file '{path}' is the '{meta['variant']}' variant; the backends run the raw heads: "
                          "export it with hybridnets-export --variant raw")
@@ -111,11 +110,8 @@ def cached_raw_onnx(
             raise FileNotFoundError(f"ONNX file '{path}' not found: export one with hybridnets-export --variant raw")
         check_raw_onnx(path, config)
         return path
-    # Imported here: export pulls in the exporter machinery, which a backend given an onnx_path never needs.
-    from hybridnets_ros.inference import export
-
-    opset = export.DEFAULT_OPSET if opset is None else opset
-    exporter = export.DEFAULT_EXPORTER if exporter is None else exporter
+    opset = onnx_export.DEFAULT_OPSET if opset is None else opset
+    exporter = onnx_export.DEFAULT_EXPORTER if exporter is None else exporter
     key = onnx_cache_key(state_dict_digest(model), config, opset, None, exporter)
     path = cache_root(cache_dir) / f"{config.name}_raw_{key}.onnx"
     if path.is_file():
@@ -124,6 +120,6 @@ def cached_raw_onnx(
     LOG.info("exporting '%s' to ONNX (%s exporter, opset %d) into the cache %s; this takes a while once, "
              "later starts reuse it", config.name, exporter, opset, path)
     start = time.perf_counter()
-    export.export_onnx(model, config, path, variant="raw", opset=opset, batch=None, exporter=exporter)
+    onnx_export.export_onnx(model, config, path, variant="raw", opset=opset, batch=None, exporter=exporter)
     LOG.info("ONNX export finished in %.1f s", time.perf_counter() - start)
     return path

@@ -16,7 +16,7 @@ from torch import nn
 from hybridnets_ros.inference.backends.base import check_precision, resolve_device
 from hybridnets_ros.inference.backends.onnx_cache import cached_raw_onnx
 from hybridnets_ros.inference.backends.optional_import import import_runtime
-from hybridnets_ros.inference.onnx_graph import RAW_INPUTS, RAW_OUTPUTS
+from hybridnets_ros.inference.export.exporter import RAW_INPUTS, RAW_OUTPUTS
 from hybridnets_ros.model.config import ModelConfig
 from hybridnets_ros.model.hybridnets import HybridNetsOutput
 

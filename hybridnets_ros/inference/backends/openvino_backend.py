@@ -38,7 +38,7 @@ from hybridnets_ros.inference import calibration as calib
 from hybridnets_ros.inference.backends.base import PRECISIONS, resolve_device
 from hybridnets_ros.inference.backends.onnx_cache import cache_root, cached_raw_onnx, file_digest
 from hybridnets_ros.inference.backends.optional_import import import_runtime
-from hybridnets_ros.inference.onnx_graph import RAW_OUTPUTS
+from hybridnets_ros.inference.export.exporter import RAW_OUTPUTS
 from hybridnets_ros.model.config import ModelConfig
 from hybridnets_ros.model.hybridnets import HybridNetsOutput
 

@@ -34,7 +34,7 @@ from hybridnets_ros.inference import calibration as calib
 from hybridnets_ros.inference.backends.base import check_precision, resolve_device
 from hybridnets_ros.inference.backends.onnx_cache import cache_root, cached_raw_onnx, file_digest
 from hybridnets_ros.inference.backends.optional_import import import_runtime
-from hybridnets_ros.inference.onnx_graph import RAW_INPUTS, RAW_OUTPUTS
+from hybridnets_ros.inference.export.exporter import RAW_INPUTS, RAW_OUTPUTS
 from hybridnets_ros.model.config import ModelConfig
 from hybridnets_ros.model.hybridnets import HybridNetsOutput
 
