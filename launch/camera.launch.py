@@ -26,6 +26,7 @@ from launch_ros.actions import LifecycleNode, Node
 
 from hybridnets_ros.ground.pose import CameraPoseError, parse_body_pose
 from hybridnets_ros.ros.launch_checks import (
+    GROUND_ARGUMENTS,
     LaunchArgumentError,
     camera_remappings,
     existing_params_file,
@@ -57,13 +58,8 @@ def launch_arguments(share: str) -> list[DeclareLaunchArgument]:
         DeclareLaunchArgument("input_qos", default_value="",
                               description="sensor_data or reliable image subscriptions; empty = params_file "
                                           "(default: sensor_data)"),
-        DeclareLaunchArgument("ground_frame", default_value="",
-                              description="frame of the ground-plane outputs (its z = 0 plane is the road); empty = "
-                                          "params_file (default: base_footprint)"),
-        DeclareLaunchArgument("camera_pose", default_value="",
-                              description="[x, y, z, roll, pitch, yaw] (m, rad) of the camera body (REP 103) in "
-                                          "ground_frame, used when TF has no transform for the images' frame; "
-                                          "empty = params_file / TF only"),
+        *(DeclareLaunchArgument(name, default_value=default, description=text)
+          for name, (default, text) in GROUND_ARGUMENTS.items()),
         DeclareLaunchArgument("params_file", default_value=os.path.join(share, "config", "hybridnets.yaml"),
                               description="node parameters (yaml with /**: ros__parameters:)"),
         DeclareLaunchArgument("namespace", default_value="",

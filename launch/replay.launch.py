@@ -8,8 +8,9 @@ nothing is lost to the transport), and plays ``bag`` with ``ros2 bag play --cloc
 bag's time) once the node reports the lifecycle state ``active``: its model is loaded, so no frame of the bag is
 lost however long loading takes. Every output carries the stamp of the bag message it was computed from. Leave
 ``bag`` empty to play it yourself (``ros2 bag play --clock <bag>`` in another shell). The arguments of
-camera.launch.py apply and are checked before anything starts (a missing ``bag`` too); ``shm_transport:=true`` gives
-the player the node's shared-memory profile as well.
+camera.launch.py apply (``ground_frame:=`` and ``camera_pose:=`` for the ground-plane outputs too) and are checked
+before anything starts (a missing ``bag`` too); ``shm_transport:=true`` gives the player the node's shared-memory
+profile as well.
 """
 from __future__ import annotations
 
@@ -28,12 +29,12 @@ from launch.launch_description_sources import PythonLaunchDescriptionSource
 from launch.substitutions import LaunchConfiguration
 from launch_ros.event_handlers import OnStateTransition
 
-from hybridnets_ros.ros.launch_checks import bag_play_command, parse_bool, process_environment
+from hybridnets_ros.ros.launch_checks import GROUND_ARGUMENTS, bag_play_command, parse_bool, process_environment
 
 PACKAGE = "hybridnets_ros"
 # camera.launch.py arguments passed through (use_sim_time and input_qos with this file's defaults).
 FORWARDED = ("image_topic", "weights", "device", "backend", "params_file", "namespace", "rviz", "use_sim_time",
-             "input_qos", "shm_transport")
+             "input_qos", "shm_transport", *GROUND_ARGUMENTS)
 
 
 def player_on_active(context: LaunchContext, share: str) -> list[object]:
@@ -74,6 +75,8 @@ def generate_launch_description() -> LaunchDescription:
                               description="node parameters"),
         DeclareLaunchArgument("namespace", default_value="", description="namespace of the node and its topics"),
         DeclareLaunchArgument("rviz", default_value="false", description="also start rviz2"),
+        *(DeclareLaunchArgument(name, default_value=default, description=text)
+          for name, (default, text) in GROUND_ARGUMENTS.items()),
         DeclareLaunchArgument("shm_transport", default_value="false",
                               description="true: node and player use the Fast DDS shared-memory profile "
                                           "config/fastdds_shm.xml; every process of the pipeline needs the same "

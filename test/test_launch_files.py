@@ -17,6 +17,7 @@ import yaml
 
 from hybridnets_ros.ros.launch_checks import (
     FASTDDS_PROFILE_VARIABLE,
+    GROUND_ARGUMENTS,
     LaunchArgumentError,
     bag_play_command,
     camera_remappings,
@@ -29,7 +30,7 @@ from hybridnets_ros.ros.launch_checks import (
 REPO = Path(__file__).resolve().parents[1]
 LAUNCH = REPO / "launch"
 SHARED_ARGUMENTS = {"image_topic", "weights", "device", "backend", "input_qos", "params_file", "namespace",
-                    "use_sim_time", "rviz", "shm_transport"}
+                    "use_sim_time", "rviz", "shm_transport", "ground_frame", "camera_pose"}
 CAMERA_ARGUMENTS = SHARED_ARGUMENTS
 REPLAY_ARGUMENTS = SHARED_ARGUMENTS | {"bag", "rate"}
 # The functions of hybridnets_ros.ros.launch_checks that check an argument (and raise LaunchArgumentError).
@@ -57,9 +58,30 @@ def _keyword(call: ast.Call, name: str) -> ast.expr | None:
 
 
 def _declared_arguments(path: Path) -> dict[str, ast.Call]:
-    """DeclareLaunchArgument("name", ...) calls in a launch file, by name."""
-    return {call.args[0].value: call for call in _calls(ast.parse(path.read_text(), str(path)),
-                                                         {"DeclareLaunchArgument"})}
+    """DeclareLaunchArgument("name", ...) calls in a launch file, by name; a call in a generator over
+    launch_checks.GROUND_ARGUMENTS declares each of those names."""
+    declared = {}
+    for call in _calls(ast.parse(path.read_text(), str(path)), {"DeclareLaunchArgument"}):
+        if isinstance(call.args[0], ast.Constant):
+            declared[call.args[0].value] = call
+    for generator in ast.walk(ast.parse(path.read_text(), str(path))):
+        if isinstance(generator, ast.GeneratorExp) and "GROUND_ARGUMENTS" in ast.unparse(generator.generators[0]):
+            declared.update({name: generator.elt for name in GROUND_ARGUMENTS})
+    return declared
+
+
+def _forwarded() -> tuple[str, ...]:
+    """replay.launch.py's FORWARDED, with launch_checks.GROUND_ARGUMENTS expanded."""
+    assignment = next(n for n in _tree("replay.launch.py").body
+                      if isinstance(n, ast.Assign) and n.targets[0].id == "FORWARDED")
+    names = []
+    for element in assignment.value.elts:
+        if isinstance(element, ast.Starred):
+            assert ast.unparse(element.value) == "GROUND_ARGUMENTS", ast.unparse(element)
+            names.extend(GROUND_ARGUMENTS)
+        else:
+            names.append(ast.literal_eval(element))
+    return tuple(names)
 
 
 def _default(call: ast.Call) -> object:
@@ -143,12 +165,24 @@ def test_replay_declares_and_honours_use_sim_time() -> None:
     """use_sim_time was offered with default 'false' and then forced to 'true'."""
     tree = _tree("replay.launch.py")
     assert _default(_declared_arguments(LAUNCH / "replay.launch.py")["use_sim_time"]) == "true"
-    forwarded = next(n.value for n in tree.body if isinstance(n, ast.Assign) and n.targets[0].id == "FORWARDED")
-    assert "use_sim_time" in ast.literal_eval(forwarded)
+    assert "use_sim_time" in _forwarded()
     include = _calls(tree, {"IncludeLaunchDescription"})[0]
     fixed = [e for e in ast.walk(include) if isinstance(e, ast.Tuple) and isinstance(e.elts[1], ast.Constant)]
     assert not fixed, f"values forced on camera.launch.py: {[ast.unparse(e) for e in fixed]}"
     assert _default(_declared_arguments(LAUNCH / "camera.launch.py")["use_sim_time"]) == "false"
+
+
+def test_replay_forwards_every_camera_launch_argument() -> None:
+    """ground_frame and camera_pose were declared by camera.launch.py only: a replay could not set the pose."""
+    camera = set(_declared_arguments(LAUNCH / "camera.launch.py"))
+    replay = set(_declared_arguments(LAUNCH / "replay.launch.py"))
+    forwarded = _forwarded()
+    assert len(set(forwarded)) == len(forwarded)
+    assert camera == set(forwarded), (camera - set(forwarded), set(forwarded) - camera)
+    assert set(forwarded) <= replay, set(forwarded) - replay
+    assert set(GROUND_ARGUMENTS) <= camera
+    for name, (default, text) in GROUND_ARGUMENTS.items():
+        assert default == "" and "params_file" in text, name  # empty keeps params_file's value
 
 
 def test_replay_plays_the_bag_when_the_node_is_active() -> None:

@@ -17,6 +17,14 @@ FASTDDS_PROFILE = os.path.join("config", "fastdds_shm.xml")  # relative to the p
 FASTDDS_PROFILE_VARIABLE = "FASTDDS_DEFAULT_PROFILES_FILE"
 # The spellings launch's own conditions (IfCondition) accept.
 _TRUE, _FALSE = ("true", "1"), ("false", "0")
+# The ground-plane arguments of camera.launch.py, which replay.launch.py declares and forwards unchanged:
+# name -> (default, description). Empty keeps params_file's value.
+GROUND_ARGUMENTS: dict[str, tuple[str, str]] = {
+    "ground_frame": ("", "frame of the ground-plane outputs (its z = 0 plane is the road); empty = params_file "
+                         "(default: base_footprint)"),
+    "camera_pose": ("", "[x, y, z, roll, pitch, yaw] (m, rad) of the camera body (REP 103) in ground_frame, used when "
+                        "TF has no transform for the images' frame; empty = params_file / TF only"),
+}
 
 
 class LaunchArgumentError(RuntimeError):
