@@ -64,29 +64,24 @@ def configure_logging(level: int = logging.INFO, stream: str = "stderr") -> None
     root.setLevel(level)
 
 
-def one_line(exc: BaseException) -> str:
+def _one_line(exc: BaseException) -> str:
     """The exception's message on one line (our messages name the file, the problem and the remedy)."""
     text = " ".join(line.strip() for line in str(exc).splitlines() if line.strip())
     return text or type(exc).__name__
 
 
-def run_command(
-    prog: str,
-    work: Callable[[], int | None],
-    bad_input: tuple[type[BaseException], ...] = (),
-    failure: tuple[type[BaseException], ...] = (),
-) -> int:
+def run_command(prog: str, work: Callable[[], int | None], bad_input: tuple[type[BaseException], ...] = ()) -> int:
     """``work()``'s exit code (None counts as 0); an error it raises that is bad input (:data:`BAD_INPUT_ERRORS`
-    and ``bad_input``, checked first) or a failure (:data:`FAILURE_ERRORS` and ``failure``) is logged as one line
+    and the command's own ``bad_input``, checked first) or a failure (:data:`FAILURE_ERRORS`) is logged as one line
     under the logger ``prog`` and answered with :data:`EXIT_BAD_INPUT` or :data:`EXIT_FAILURE`."""
     log = logging.getLogger(prog)
     try:
         code = work()
     except BAD_INPUT_ERRORS + bad_input as exc:
-        log.error("%s", one_line(exc))
+        log.error("%s", _one_line(exc))
         return EXIT_BAD_INPUT
-    except FAILURE_ERRORS + failure as exc:
-        log.error("%s", one_line(exc))
+    except FAILURE_ERRORS as exc:
+        log.error("%s", _one_line(exc))
         return EXIT_FAILURE
     return EXIT_OK if code is None else code
 
