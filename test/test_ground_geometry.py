@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from hybridnets_ros.ground.camera import CameraModelError, camera_model
-from hybridnets_ros.ground.contacts import ground_contacts
+from hybridnets_ros.ground.contacts import contact_rows, ground_contacts
 from hybridnets_ros.ground.grid import FREE, OCCUPIED, UNKNOWN, GridSpec, occupancy
 from hybridnets_ros.ground.lanes import LaneSpec, lane_polylines
 from hybridnets_ros.ground.pose import (
@@ -262,3 +262,70 @@ def test_contact_points_of_boxes_are_where_the_vehicles_stand(camera) -> None:
     assert contacts.valid.all()
     assert np.abs(contacts.points[:, :2] - truth).max() < 1e-6
     assert np.allclose(contacts.width, 1.8, rtol=0.1) and np.allclose(contacts.height, 1.8, rtol=0.1)
+
+
+# ---- where a detected vehicle meets the road ----------------------------------------------------------------
+
+ROAD, LANE = 1, 2
+
+
+def _vehicle(mask, x1, y1, x2, body_bottom, wheel_bottom):
+    """Paint a vehicle seen from behind into a class mask: a body hiding the road across the whole box down to
+    ``body_bottom``, and two wheels in its outer quarters down to ``wheel_bottom`` (road visible between them)."""
+    width = x2 - x1
+    mask[y1:body_bottom, x1:x2] = 0
+    for left in (x1 + width // 20, x2 - width // 4):
+        mask[body_bottom:wheel_bottom, left:left + width // 5] = 0
+
+
+def test_contact_row_is_where_the_vehicle_starts_hiding_the_road() -> None:
+    mask = np.full((HEIGHT, WIDTH), ROAD, np.uint8)
+    mask[:, 590:620] = LANE  # a lane marking under one vehicle is road too
+    # (x1, y1, x2, body bottom, wheel bottom) in pixels; boxes end some rows below the wheels (a shadow taken in),
+    # the last one clipped by the image's left edge.
+    vehicles = [(500, 300, 700, 440, 452), (900, 380, 960, 415, 419), (100, 200, 420, 560, 600), (-30, 350, 40, 390,
+                                                                                                      396)]
+    for x1, y1, x2, body, wheels in vehicles:
+        _vehicle(mask, max(x1, 0), y1, x2, body, wheels)
+    boxes = np.array([[x1, y1, x2, wheels + extra] for (x1, y1, x2, _, wheels), extra in
+                      zip(vehicles, (6.4, 2.0, 14.7, 3.2))], np.float64)
+    boxes[3, 0] = 0.0
+    rows = contact_rows(boxes, mask, (ROAD, LANE))
+    np.testing.assert_array_equal(rows, [v[4] for v in vehicles])
+    # Each box alone gives the same row (the boxes are searched together, not through each other).
+    assert [contact_rows(box[None], mask, (ROAD, LANE))[0] for box in boxes] == rows.tolist()
+    # Without the lane class as road, the marking under the first vehicle is already "hidden road" at its bottom.
+    assert contact_rows(boxes[:1], mask, (ROAD,))[0] == boxes[0, 3]
+    # The ground contact stands at that row: for a level camera, x = f * height / (row - cy).
+    projector = GroundProjector(_model(), pose_from_body([0, 0, 1.5, 0, 0, 0]), 60.0)
+    contacts = ground_contacts(projector, boxes, rows)
+    assert np.allclose(contacts.points[:, 0], FOCAL * 1.5 / (rows - 360.0), rtol=1e-9)
+    assert np.allclose(ground_contacts(projector, boxes).points[:, 0], FOCAL * 1.5 / (boxes[:, 3] - 360.0))
+
+
+def test_box_bottom_is_kept_where_the_mask_gives_no_evidence() -> None:
+    boxes = np.array([[500.0, 300.0, 700.0, 460.3], [800.0, 380.0, 900.0, 430.0], [1200.0, 600.0, 1280.0, 720.0]])
+    # All road, the vehicles not seen in the mask: no row hides the road.
+    road = np.full((HEIGHT, WIDTH), ROAD, np.uint8)
+    np.testing.assert_array_equal(contact_rows(boxes, road, (ROAD,)), boxes[:, 3])
+    # Vehicles on non-drivable ground (or whose bottom a nearer vehicle hides): nothing to rise from.
+    verge = np.zeros((HEIGHT, WIDTH), np.uint8)
+    for x1, y1, x2, y2 in boxes.astype(int):
+        _vehicle(verge, x1, y1, x2, y2 - 20, y2 - 10)
+    np.testing.assert_array_equal(contact_rows(boxes, verge, (ROAD,)), boxes[:, 3])
+    # The road hidden only above the lower half of the box: the box bottom too.
+    high = np.full((HEIGHT, WIDTH), ROAD, np.uint8)
+    high[300:360, 500:700] = 0
+    assert contact_rows(boxes[:1], high, (ROAD,))[0] == boxes[0, 3]
+    assert contact_rows(np.zeros((0, 4)), road, (ROAD,)).shape == (0,)
+
+
+def test_true_boxes_on_true_masks_keep_their_bottoms() -> None:
+    """On the synthetic scenes' own labels the box bottom is where the wheels meet the road: nothing moves."""
+    from hybridnets_ros.synth.ground import generate_ground_scene
+
+    for seed in range(3):
+        scene, _ = generate_ground_scene(seed, (WIDTH, HEIGHT))
+        mask = np.where(scene.lane_mask > 0, LANE, np.where(scene.drivable_mask > 0, ROAD, 0)).astype(np.uint8)
+        assert len(scene.boxes)
+        np.testing.assert_array_equal(contact_rows(scene.boxes, mask, (ROAD, LANE)), scene.boxes[:, 3])

@@ -20,15 +20,25 @@ from sensor_msgs.msg import CameraInfo, Image, PointCloud2
 from vision_msgs.msg import Detection3DArray
 from visualization_msgs.msg import MarkerArray
 
+from hybridnets_ros.ground.contacts import contact_rows
 from hybridnets_ros.ground.pose import pose_from_body, quaternion_from_rotation
-from hybridnets_ros.synth.ground import generate_ground_scene
+from hybridnets_ros.inference.box_pairing import box_agreement
+from hybridnets_ros.ros.ground_accuracy import (
+    LANE,
+    MAX_DISTANCE,
+    MAX_RANGE,
+    MIN_IOU,
+    POSED_EVERY,
+    ROAD,
+    held_out_scene,
+    scene_projector,
+)
 
 tf2_msgs = pytest.importorskip("tf2_msgs.msg", reason="tf2_msgs is not installed: run `make setup`")
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 BUNDLED = REPO_ROOT / "models" / "hybridnets_d0_synth.pt"
 NODE_PARAMS = REPO_ROOT / "config" / "hybridnets.yaml"
-HELD_OUT_SEED, SPLIT_CODE = 20_000, 3  # hybridnets-synth uses codes 0 and 1, the accuracy test 2
 SIZE = (1280, 720)
 TIMEOUT = 180.0
 LEVEL = tuple(f"s{i}" for i in range(8))
@@ -37,18 +47,13 @@ BROKEN = {"sky": "points the camera away", "zero_k": "not a camera matrix", "no_
 GROUND_TOPICS = {"ground/points": PointCloud2, "drivable_area/grid": OccupancyGrid,
                  "lane_lines/polylines": MarkerArray, "lane_lines/points": PointCloud2,
                  "detections_3d": Detection3DArray, "segmentation/confidence": Image}
-MAX_RANGE = 50.0  # config/hybridnets.yaml's ground.max_range
-
-
-def _scene(index: int, roll: float = 0.0, pitch: float = 0.0):
-    return generate_ground_scene(np.random.SeedSequence([HELD_OUT_SEED + index, SPLIT_CODE]), SIZE, roll=roll,
-                                 pitch=pitch)
 
 
 @pytest.fixture(scope="module")
 def scenes() -> dict:
-    level = {camera: _scene(i) for i, camera in enumerate(LEVEL)}
-    return {**level, ROLLED: _scene(len(LEVEL), roll=np.deg2rad(2.0), pitch=np.deg2rad(2.0))}
+    """The held-out scenes 0-7 (level cameras) and 8 (rolled and pitched by 2 degrees)."""
+    assert len(LEVEL) == POSED_EVERY - 1
+    return {camera: held_out_scene(i, SIZE) for i, camera in enumerate((*LEVEL, ROLLED))}
 
 
 def _camera_info(info: dict, header, k: list[float] | None = None) -> CameraInfo:
@@ -209,7 +214,7 @@ def test_ground_outputs_through_the_node(ros_env, tmp_path, scenes) -> None:
 
     # ---- accuracy against the ground truth (level and 2-degree rolled cameras) --------------------------------
     lateral = {10.0: [], 30.0: []}
-    ious, vehicle_errors = {}, []
+    ious, vehicle_errors, raised = {}, [], []
     for camera in (*LEVEL, ROLLED):
         scene, truth = scenes[camera]
         for at, errors in lateral.items():
@@ -235,19 +240,24 @@ def test_ground_outputs_through_the_node(ros_env, tmp_path, scenes) -> None:
         # Detected vehicles: match each truth box to the detection with the best IoU >= 0.5.
         boxes = conversions.detection_boxes(detections[camera])
         by_id = {int(d.id): d.results[0].pose.pose.position for d in outputs[camera]["detections_3d"].detections}
-        if camera in LEVEL:  # the published contact is exactly the level camera's ray through the bottom centre
+        if camera in LEVEL:
+            # The published contact is exactly the level camera's ray through the box's centre column at the contact
+            # row that the published segmentation gives (the box bottom raised to where the road stops).
             focal, cx, cy = truth.camera_info["k"][0], truth.camera_info["k"][2], truth.camera_info["k"][5]
+            seg = segmentation[camera]
+            rows = contact_rows(boxes, conversions.image_to_array(seg).reshape(seg.height, seg.width), (ROAD, LANE))
+            raised.extend(boxes[:, 3] - rows)
             for index, position in by_id.items():
-                x1, _, x2, y2 = boxes[index]
-                x = focal * truth.camera_pose[2] / (y2 - cy)
+                x1, _, x2, _ = boxes[index]
+                x = focal * truth.camera_pose[2] / (rows[index] - cy)
                 assert np.allclose([position.x, position.y], [x, -((x1 + x2) / 2 - cx) * x / focal], rtol=1e-5)
         for box, contact in zip(scene.boxes, truth.vehicles):
             true_distance = float(np.hypot(*contact[:2]))
-            if true_distance > 40.0 or len(boxes) == 0:
+            if true_distance > MAX_DISTANCE or len(boxes) == 0:
                 continue
-            iou = _iou(box, boxes)
+            iou = box_agreement(box[None], boxes, close_px=0.0)[0]
             best = int(np.argmax(iou))
-            if iou[best] >= 0.5 and best in by_id:
+            if iou[best] >= MIN_IOU and best in by_id:
                 vehicle_errors.append(abs(np.hypot(by_id[best].x, by_id[best].y) / true_distance - 1))
     median = {at: float(np.median(errors)) for at, errors in lateral.items()}
     vehicle_errors = np.array(vehicle_errors)
@@ -255,39 +265,27 @@ def test_ground_outputs_through_the_node(ros_env, tmp_path, scenes) -> None:
           f"({len(lateral[10.0])} lines), {median[30.0]:.3f} m at 30 m ({len(lateral[30.0])}); drivable grid IoU "
           + ", ".join(f"{c} {v:.3f}" for c, v in ious.items())
           + f"; vehicle distance error median {np.median(vehicle_errors):.3f}, max {vehicle_errors.max():.3f}, "
-          f"{(vehicle_errors <= 0.05).mean():.0%} within 5 % ({len(vehicle_errors)} detected vehicles <= 40 m)")
+          f"{(vehicle_errors <= 0.05).mean():.0%} within 5 % ({len(vehicle_errors)} detected vehicles <= 40 m); "
+          f"contact raised above the box bottom on {sum(r > 0 for r in raised)} of {len(raised)} level-camera boxes")
     assert len(lateral[10.0]) >= 10 and len(lateral[30.0]) >= 3, lateral
     assert median[10.0] <= 0.15 and median[30.0] <= 0.5, lateral
     assert min(ious.values()) >= 0.85, ious
-    # Issue 14 asks for every detected vehicle within 5 %. The geometry meets it (true boxes land within 2 %,
-    # test_synth_ground.py) and each contact is exactly its box's ray (checked above); what is left is the bundled
-    # model's box bottoms, which sit 3-15 px below the true ones on these scenes (it seems to take in the shadow in
-    # front of the car), about 5 % median. This holds the median to 8 %; the README states the measured numbers.
-    assert len(vehicle_errors) >= 10 and np.median(vehicle_errors) <= 0.08, vehicle_errors
+    # Issue 14's goal: vehicle distances within 5 % up to 40 m. The geometry meets it (true boxes land within 2 %,
+    # test_synth_ground.py); the bundled model's box bottoms sit 3-15 px low (the shadow in front of each car taken
+    # in), 5.4 % median here from the box bottoms alone. Raising each contact to where the drivable mask shows the
+    # vehicle starting to hide the road (ground/contacts.py) gives about 2 % on these scenes; the median is held to
+    # the goal, and some contacts must really have been raised.
+    assert sum(r > 0 for r in raised) >= 5, raised
+    assert len(vehicle_errors) >= 10 and np.median(vehicle_errors) <= 0.05, vehicle_errors
 
 
 def _true_grid(truth, scene, grid_msg: OccupancyGrid) -> np.ndarray:
     """The grid the scene's true drivable mask and boxes give (lane markings are part of its road)."""
-    from hybridnets_ros.ground.camera import camera_model
     from hybridnets_ros.ground.grid import GridSpec, occupancy
-    from hybridnets_ros.ground.projector import GroundProjector
 
-    info = truth.camera_info
-    model, _ = camera_model(k=np.array(info["k"]), d=np.array(info["d"]), distortion_model=info["distortion_model"],
-                            calib_size=(info["width"], info["height"]), image_size=SIZE)
-    projector = GroundProjector(model, pose_from_body(truth.camera_pose), MAX_RANGE)
+    projector = scene_projector(truth, SIZE)
     grid = grid_msg.info
     spec = GridSpec(grid.resolution, grid.origin.position.x, grid.origin.position.x + grid.width * grid.resolution,
                     grid.origin.position.y, grid.origin.position.y + grid.height * grid.resolution)
     return occupancy(projector, spec, (scene.drivable_mask > 0).astype(np.uint8), (1,), scene.boxes)
 
-
-def _iou(box: np.ndarray, boxes: np.ndarray) -> np.ndarray:
-    x1 = np.maximum(box[0], boxes[:, 0])
-    y1 = np.maximum(box[1], boxes[:, 1])
-    x2 = np.minimum(box[2], boxes[:, 2])
-    y2 = np.minimum(box[3], boxes[:, 3])
-    inter = np.clip(x2 - x1, 0, None) * np.clip(y2 - y1, 0, None)
-    area = (box[2] - box[0]) * (box[3] - box[1])
-    areas = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
-    return inter / (area + areas - inter)

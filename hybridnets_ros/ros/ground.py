@@ -8,7 +8,7 @@ which keeps the input header; each is built only while someone subscribes):
 - ``C/drivable_area/grid`` OccupancyGrid (0 seen drivable, 100 seen not drivable, -1 not seen)
 - ``C/lane_lines/polylines`` MarkerArray, one LINE_STRIP per lane line, left to right
 - ``C/lane_lines/points`` PointCloud2 of the same lines: x y z lane_id confidence
-- ``C/detections_3d`` Detection3DArray, each detection's ground contact point
+- ``C/detections_3d`` Detection3DArray, each detection's ground contact point (box bottom refined by the drivable mask)
 
 The geometry needs ``C/camera_info`` and the camera's pose (see :mod:`hybridnets_ros.ros.camera_pose`); without
 either the image outputs go on and one rate-limited warning names the camera and what is missing.
@@ -29,7 +29,7 @@ from vision_msgs.msg import Detection3DArray
 from visualization_msgs.msg import MarkerArray
 
 from hybridnets_ros.ground.camera import CameraModelError, camera_model
-from hybridnets_ros.ground.contacts import ground_contacts
+from hybridnets_ros.ground.contacts import contact_rows, ground_contacts
 from hybridnets_ros.ground.grid import GridSpec, occupancy
 from hybridnets_ros.ground.lanes import LaneSpec, lane_polylines
 from hybridnets_ros.ground.pose import CameraPose, CameraPoseError, pose_from_body
@@ -189,15 +189,18 @@ class GroundOutputs:
         ground_header = Header(stamp=header.stamp, frame_id=self._settings.ground_frame)
         if publishers.points.get_subscription_count():
             publishers.points.publish(self._cloud(camera, ground_header, projector))
+        # Lane markings lie on the road: drivable for the grid and for where vehicles meet the road.
+        drivable = tuple(c for c in (self._drivable_id, self._lane_id) if c is not None)
         if publishers.grid is not None and publishers.grid.get_subscription_count():
-            drivable = tuple(c for c in (self._drivable_id, self._lane_id) if c is not None)
             values = occupancy(projector, self._settings.grid, result.seg_mask, drivable, result.detections.boxes)
             publishers.grid.publish(ground_messages.grid_message(ground_header, self._settings.grid, values))
         if any(p is not None and p.get_subscription_count() for p in (publishers.polylines, publishers.lane_points)):
             self._publish_lanes(publishers, ground_header, projector, result)
         if publishers.detections_3d.get_subscription_count():
             det = result.detections
-            contacts = ground_contacts(projector, det.boxes)
+            # Without a drivable class there is no evidence of the road under a vehicle: the box bottoms are used.
+            rows = contact_rows(det.boxes, result.seg_mask, drivable) if self._drivable_id is not None else None
+            contacts = ground_contacts(projector, det.boxes, rows)
             publishers.detections_3d.publish(ground_messages.detections_3d_message(
                 ground_header, contacts, det.scores, det.class_ids, self._class_names, projector.pose.position))
 

@@ -2,8 +2,9 @@
 
 Times what the node does per frame for each ground output, messages included, on a synthetic 1280x720 scene with its
 true masks and boxes (the network's own cost is not part of it): the occupancy grid, the lane polylines (markers and
-points), detections_3d, the organised cloud (bytes cached per geometry, so a header and a copy) and the confidence
-image. The one-off cost of building a camera's ray-to-ground lookup is reported separately.
+points), detections_3d (contact rows from the mask included), the organised cloud (bytes cached per geometry, so a
+header and a copy) and the confidence image. The one-off cost of building a camera's ray-to-ground lookup is
+reported separately.
 """
 from __future__ import annotations
 
@@ -16,7 +17,7 @@ import torch
 from std_msgs.msg import Header
 
 from hybridnets_ros.ground.camera import camera_model
-from hybridnets_ros.ground.contacts import ground_contacts
+from hybridnets_ros.ground.contacts import contact_rows, ground_contacts
 from hybridnets_ros.ground.grid import GridSpec, occupancy
 from hybridnets_ros.ground.lanes import LaneSpec, lane_polylines
 from hybridnets_ros.ground.pose import pose_from_body
@@ -71,8 +72,8 @@ def run(size: tuple[int, int], repeats: int, seed: int) -> dict[str, float]:
         return ground_messages.lane_markers(header, lines), ground_messages.lane_points_message(header, lines)
 
     def detections_output() -> object:
-        contacts = ground_contacts(projector, result.detections.boxes)
         det = result.detections
+        contacts = ground_contacts(projector, det.boxes, contact_rows(det.boxes, result.seg_mask, (ROAD, LANE)))
         return ground_messages.detections_3d_message(header, contacts, det.scores, det.class_ids, ["car"],
                                                      pose.position)
 
