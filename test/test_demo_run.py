@@ -18,9 +18,11 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
+from nav_msgs.msg import OccupancyGrid
 from rclpy.serialization import deserialize_message
-from sensor_msgs.msg import Image
+from sensor_msgs.msg import CameraInfo, Image
 
+from hybridnets_ros.demo.birdseye import FREE_BGR
 from hybridnets_ros.demo.drive import START_NS
 from hybridnets_ros.demo.report import pick_evenly
 from hybridnets_ros.demo.run import DemoError, DemoPaths
@@ -79,11 +81,14 @@ def test_demo_replays_a_drive_through_the_node_and_writes_its_results(ros_env, t
     assert {"node", "recorder"} <= set(summary["processes"])
     assert _wait_gone(pids) == []
 
-    # The input bag: FRAMES bgr8 1280x720 frames stamped start + i / rate.
-    inputs = [deserialize_message(raw, Image) for _, _, _, raw in read_messages(out / "input_bag")]
+    # The input bag: FRAMES bgr8 1280x720 frames stamped start + i / rate, each with the camera's CameraInfo.
+    inputs = _headers(out / "input_bag", "/camera/image_raw", Image)
     input_stamps = [_stamp(m) for m in inputs]
     assert input_stamps == [START_NS + round(i * 1e9 / RATE) for i in range(FRAMES)]
     assert {(m.width, m.height, m.encoding) for m in inputs} == {(1280, 720, "bgr8")}
+    infos = _headers(out / "input_bag", "/camera/camera_info", CameraInfo)
+    assert [(_stamp(m), m.header.frame_id) for m in infos] == [(_stamp(m), m.header.frame_id) for m in inputs]
+    assert {(m.width, m.height, m.distortion_model) for m in infos} == {(1280, 720, "plumb_bob")}
 
     # The output bag: answers carry the input headers unchanged, masks at the input size.
     detections = _headers(out / "output_bag", "/camera/detections", vision_msgs_msg.Detection2DArray)
@@ -94,7 +99,25 @@ def test_demo_replays_a_drive_through_the_node_and_writes_its_results(ros_env, t
     assert {m.header.frame_id for m in detections + segmentation} == {"camera"}
     assert {(m.width, m.height, m.encoding) for m in segmentation} == {(1280, 720, "mono8")}
     assert set(summary["output_topics"]) == {"/camera/detections", "/camera/segmentation", "/camera/overlay",
-                                             "/diagnostics", "/label_info"}
+                                             "/diagnostics", "/label_info", "/camera/drivable_area/grid",
+                                             "/camera/detections_3d", "/camera/lane_lines/polylines"}
+
+    # The ground-plane outputs came (CameraInfo from the bag, the pose as a parameter): the drivable grid in
+    # base_footprint for answered frames, mostly drivable straight ahead of the camera.
+    grids = _headers(out / "output_bag", "/camera/drivable_area/grid", OccupancyGrid)
+    assert grids and {_stamp(m) for m in grids} <= set(input_stamps)
+    assert {m.header.frame_id for m in grids} == {"base_footprint"}
+    ground = summary["ground"]
+    assert ground["frames_with_grid"] == len(grids)
+    assert 0.1 < ground["grid_drivable_share_of_seen_mean"] < 0.9 and ground["grid_seen_share_mean"] > 0.1
+    for grid in grids:
+        cells = np.asarray(grid.data, np.int8).reshape(grid.info.height, grid.info.width)
+        x = grid.info.origin.position.x + (np.arange(grid.info.width) + 0.5) * grid.info.resolution
+        y = grid.info.origin.position.y + (np.arange(grid.info.height) + 0.5) * grid.info.resolution
+        # The ego lane just in front of the car (seen from 3.2 m on; the traffic keeps 6 m ahead).
+        ahead = cells[np.abs(y) < 1.0][:, (x > 4.0) & (x < 5.5)]
+        assert np.mean(ahead == 0) > 0.8, _stamp(grid)
+    assert ground["frames_with_detections_3d"] > 0 and ground["camera_pose"][2] > 0.5
 
     # The summary agrees with the bags and with itself.
     answered = {_stamp(m) for m in detections}
@@ -113,27 +136,41 @@ def test_demo_replays_a_drive_through_the_node_and_writes_its_results(ros_env, t
     for latency in summary["latency_ms"].values():
         assert 0 < latency["p50"] <= latency["p95"]
 
-    # Overlay PNGs: full-size, and visibly not the plain input frame (masks are blended in).
+    # Overlay PNGs: full-size, and visibly not the plain input frame (masks are blended in); the bird's-eye panel
+    # on the right (as tall as the frame, the grid's 50 m x 30 m at one scale) shows the frame's grid.
     pngs = [Path(p) for p in summary["files"]["pngs"]]
     assert 1 <= len(pngs) <= 4 and all(p.parent == out for p in pngs)
+    panel_width = summary["overlay_video"]["birdseye_panel_width"]
+    assert panel_width == round(720 * 30 / 50)
+    grid_stamps = {_stamp(m) for m in grids}
+    panels_with_grid = 0
     for png in pngs:
-        overlay = cv2.imread(str(png), cv2.IMREAD_COLOR)
-        assert overlay is not None and overlay.shape == (720, 1280, 3)
+        image = cv2.imread(str(png), cv2.IMREAD_COLOR)
+        assert image is not None and image.shape == (720, 1280 + panel_width, 3)
+        overlay, panel = image[:, :1280], image[:, 1280:]
         index = int(re.fullmatch(r"overlay_frame(\d+)\.png", png.name).group(1))
         changed = np.any(overlay != image_to_array(inputs[index]), axis=2).mean()
         assert changed > 0.05, f"{png.name}: only {changed:.1%} of the pixels differ from the input frame"
+        free = np.all(panel == FREE_BGR, axis=2).mean()
+        if input_stamps[index] in grid_stamps:
+            panels_with_grid += 1
+            assert free > 0.02, f"{png.name}: the panel shows {free:.1%} drivable pixels"
+        else:
+            assert free == 0.0, f"{png.name}: a panel without a grid shows drivable cells"
+    assert panels_with_grid > 0
 
     # The video runs in real time: one frame per input frame from the first answered one, each answer held until
     # the next.
     overlays = _headers(out / "output_bag", "/camera/overlay", Image)
     assert overlays and {_stamp(m) for m in overlays} <= set(input_stamps)
     first_shown = min(input_stamps.index(_stamp(m)) for m in overlays)
-    assert summary["overlay_video"] == {"frames": FRAMES - first_shown, "fps": RATE}
+    assert summary["overlay_video"] == {"frames": FRAMES - first_shown, "fps": RATE,
+                                        "birdseye_panel_width": panel_width}
     video = cv2.VideoCapture(summary["files"]["video"])
     try:
         assert int(video.get(cv2.CAP_PROP_FRAME_COUNT)) == FRAMES - first_shown
         ok, frame = video.read()
-        assert ok and frame.shape == (720, 1280, 3)
+        assert ok and frame.shape == (720, 1280 + panel_width, 3)
     finally:
         video.release()
 

@@ -49,6 +49,17 @@ def _ms(value: float | None) -> str:
     return "n/a" if value is None else f"{value:.0f} ms"
 
 
+def _ground(ground: dict[str, Any], frames: int) -> str:
+    """One line on the grid and the vehicles' ground contacts."""
+    if not ground.get("frames_with_grid"):
+        return "no drivable grid received (see logs/node.log)"
+    nearest = ground.get("nearest_vehicle_m_median")
+    return (f"grid in {ground['frames_with_grid']} of {frames} frames, {_percent(ground['grid_seen_share_mean'])} "
+            f"of its cells seen, {_percent(ground['grid_drivable_share_of_seen_mean'])} of those drivable; "
+            f"{ground['vehicles_placed_per_frame_mean'] or 0:.1f} vehicles placed per frame"
+            + (f", nearest {nearest:.1f} m (median)" if nearest is not None else ""))
+
+
 def format_summary(summary: dict[str, Any]) -> str:
     """The printed summary: the numbers of summary.json that matter, and where the files are."""
     settings, det, files = summary["settings"], summary["detections"], summary["files"]
@@ -67,6 +78,7 @@ def format_summary(summary: dict[str, Any]) -> str:
         f"  detections per frame      : mean {det['per_frame_mean']:.2f}, min {det['per_frame_min']}, max "
         f"{det['per_frame_max']}  (vehicles in the scenes: {det['vehicles_in_scene_per_frame_mean']:.2f} per frame)",
         f"  segmentation (image share): {segmentation}",
+        f"  ground plane              : {_ground(summary['ground'], summary['frames_in'])}",
         f"  latency, in the node      : p50 {_ms(node_latency['p50'])}, p95 {_ms(node_latency['p95'])} "
         "(receive -> publish, /diagnostics)",
         f"  latency, end to end       : p50 {_ms(e2e['p50'])}, p95 {_ms(e2e['p95'])} (player publish -> detections "
@@ -76,7 +88,7 @@ def format_summary(summary: dict[str, Any]) -> str:
         f"  input bag   {files['input_bag']}",
         f"  output bag  {files['output_bag']}",
         f"  video       {files['video']} ({video['frames']} frames at {video['fps']:g} fps: real time, each "
-        "answer shown until the next)",
+        "answer shown until the next; bird's-eye panel of the grid on the right)",
         *(f"  overlay     {png}" for png in files["pngs"]),
         f"  summary     {files['summary']}",
         f"  logs        {files['logs']}",

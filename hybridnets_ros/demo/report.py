@@ -1,11 +1,12 @@
-"""What the node answered, read back from the output bag: overlay video and PNGs, and the numbers of the summary.
+"""What the node answered, read back from the output bag: overlay video and PNGs (the camera overlay with the
+bird's-eye panel of the ground-plane outputs beside it), and the numbers of the summary.
 
 Messages are deserialised with rclpy (``vision_msgs`` comes from the project's set-up or the ROS install), one at a
 time, so a long recording never sits in memory.
 """
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -15,6 +16,7 @@ import numpy as np
 from rclpy.serialization import deserialize_message
 from rosbags.rosbag2 import Reader
 
+from hybridnets_ros.demo.birdseye import PanelView, grid_bounds, grid_values, render_panel
 from hybridnets_ros.ros.bag import message_class
 from hybridnets_ros.ros.conversions import DETECTION_CLASS_ID_OFFSET, image_to_array
 from hybridnets_ros.ros.diagnostics import status_values
@@ -23,6 +25,8 @@ NANOSECONDS = 1_000_000_000
 VIDEO_FOURCC = "mp4v"
 # Segmentation class names when the bag holds no label_info (the bundled and the pretrained models' classes).
 DEFAULT_SEG_NAMES = ("background", "road", "lane")
+# The panel's ground rectangle when the bag holds no grid (config/hybridnets.yaml's ground.x_range, ground.y_range).
+DEFAULT_VIEW = (0.0, 50.0, -15.0, 15.0)
 
 
 def stamp_ns(header: Any) -> int:
@@ -75,6 +79,35 @@ class OutputReport:
     camera_diagnostics: dict[str, str] = field(default_factory=dict)
     model_diagnostics: dict[str, str] = field(default_factory=dict)
     class_map: dict[int, str] = field(default_factory=dict)
+    ground: dict[str, Any] = field(default_factory=dict)  # grid and detections_3d statistics (see _read_ground)
+    panel_width: int = 0  # px of the bird's-eye panel right of each overlay
+
+
+class _ByStamp:
+    """One topic's messages looked up by input stamp, asked for in increasing order (the node answers a camera's
+    frames in order): one message in memory at a time."""
+
+    def __init__(self, messages: Iterator[tuple[int, Any]], header: Callable[[Any], Any]) -> None:
+        self._messages = messages
+        self._header = header
+        self._pending: Any | None = None
+
+    def at(self, stamp: int) -> Any | None:
+        """The message stamped ``stamp``, or None; messages stamped earlier are passed over."""
+        while True:
+            if self._pending is None:
+                self._pending = next(self._messages, (None, None))[1]
+                if self._pending is None:
+                    return None
+            pending = stamp_ns(self._header(self._pending))
+            if pending >= stamp:
+                return self._pending if pending == stamp else None
+            self._pending = None
+
+
+def _marker_header(msg: Any) -> Any:
+    """A MarkerArray's stamp is its first marker's (the node always sends a DELETEALL first)."""
+    return msg.markers[0].header
 
 
 def _read_detections(reader: Reader, topic: str, report: OutputReport) -> None:
@@ -93,18 +126,59 @@ def _read_segmentation(reader: Reader, topic: str, report: OutputReport) -> None
         report.seg_fractions.append((counts / mask.size).round(4).tolist())
 
 
-def _write_overlays(reader: Reader, topic: str, report: OutputReport, out_dir: Path, fps: float,
-                    input_stamps: Sequence[int], num_pngs: int) -> None:
-    """The overlays as ``overlay.mp4`` in real time, and ``num_pngs`` of them, spread over the drive, as PNGs named
-    after the input frame they show.
+def _read_ground(reader: Reader, camera: str, report: OutputReport) -> tuple[float, float, float, float]:
+    """Statistics of the grids and ground contacts in the bag into ``report.ground``; the ground rectangle the
+    grids cover (``DEFAULT_VIEW`` without one)."""
+    seen, drivable, bounds = [], [], DEFAULT_VIEW
+    for _, msg in _messages(reader, f"/{camera}/drivable_area/grid"):
+        values = grid_values(msg)
+        seen.append(float(np.mean(values != -1)))
+        drivable.append(float(np.sum(values == 0) / max(np.sum(values != -1), 1)))
+        bounds = grid_bounds(msg)
+    placed, nearest = [], []
+    for _, msg in _messages(reader, f"/{camera}/detections_3d"):
+        placed.append(len(msg.detections))
+        distances = [np.hypot(d.results[0].pose.pose.position.x, d.results[0].pose.pose.position.y)
+                     for d in msg.detections]
+        nearest.extend([min(distances)] if distances else [])
+    lines = [sum(m.type == m.LINE_STRIP for m in msg.markers)
+             for _, msg in _messages(reader, f"/{camera}/lane_lines/polylines")]
+
+    def mean(values: list[float], digits: int) -> float | None:
+        return round(float(np.mean(values)), digits) if values else None
+
+    report.ground = {
+        "frames_with_grid": len(seen),
+        "grid_seen_share_mean": mean(seen, 4),
+        "grid_drivable_share_of_seen_mean": mean(drivable, 4),
+        "frames_with_detections_3d": len(placed),
+        "vehicles_placed_per_frame_mean": mean(placed, 2),
+        "nearest_vehicle_m_median": round(float(np.median(nearest)), 2) if nearest else None,
+        "frames_with_lane_lines": len(lines),
+        "lane_lines_per_frame_mean": mean(lines, 2),
+    }
+    return bounds
+
+
+def _write_overlays(reader: Reader, camera: str, report: OutputReport, out_dir: Path, fps: float,
+                    input_stamps: Sequence[int], num_pngs: int,
+                    bounds: tuple[float, float, float, float]) -> None:
+    """The overlays, each with the bird's-eye panel of its frame's grid, lane lines and ground contacts beside it
+    (the ground rectangle ``bounds``, as tall as the overlay), as ``overlay.mp4`` in real time, and ``num_pngs`` of
+    them, spread over the drive, as PNGs named after the input frame they show.
 
     The video has one frame per input frame from the first answered one on: each answer is shown until the next
     one, as a viewer of the overlay topic sees it, so frames the node dropped do not speed the video up.
     """
+    topic = f"/{camera}/overlay"
+    grids = _ByStamp(_messages(reader, f"/{camera}/drivable_area/grid"), lambda m: m.header)
+    contacts = _ByStamp(_messages(reader, f"/{camera}/detections_3d"), lambda m: m.header)
+    lanes = _ByStamp(_messages(reader, f"/{camera}/lane_lines/polylines"), _marker_header)
     chosen = set(pick_evenly(_message_count(reader, topic), num_pngs))
     frame_index = {stamp: i for i, stamp in enumerate(input_stamps)}
     writer = None
     shown: tuple[int, np.ndarray] | None = None  # (input frame index, overlay) waiting for the next answer
+    view: PanelView | None = None
 
     def hold(image: np.ndarray, frames: int) -> None:
         for _ in range(frames):
@@ -117,7 +191,12 @@ def _write_overlays(reader: Reader, topic: str, report: OutputReport, out_dir: P
             index = frame_index.get(stamp)
             if index is None:  # not an answer to this drive
                 continue
-            image = np.ascontiguousarray(image_to_array(msg))
+            overlay = image_to_array(msg)
+            if view is None:
+                view = PanelView(*bounds, overlay.shape[0])
+                report.panel_width = view.width
+            panel = render_panel(view, grids.at(stamp), contacts.at(stamp), lanes.at(stamp))
+            image = np.ascontiguousarray(np.concatenate([overlay, panel], axis=1))
             if writer is None:
                 report.video = out_dir / "overlay.mp4"
                 writer = cv2.VideoWriter(str(report.video), cv2.VideoWriter_fourcc(*VIDEO_FOURCC), fps,
@@ -160,13 +239,14 @@ def _read_label_info(reader: Reader, topic: str, report: OutputReport) -> None:
 def read_output_bag(path: Path, camera: str, out_dir: Path, fps: float, input_stamps: Sequence[int],
                     num_pngs: int = 4) -> OutputReport:
     """Read the recorded outputs of ``camera`` (topics ``/<camera>/...``, ``/diagnostics``, ``/label_info``), write
-    ``overlay.mp4`` at ``fps`` and ``num_pngs`` overlay PNGs into ``out_dir``."""
+    ``overlay.mp4`` at ``fps`` and ``num_pngs`` overlay PNGs into ``out_dir``, each with its bird's-eye panel."""
     report = OutputReport()
     with Reader(path) as reader:
         report.topic_counts = {c.topic: _message_count(reader, c.topic) for c in reader.connections}
         _read_label_info(reader, "/label_info", report)
         _read_detections(reader, f"/{camera}/detections", report)
         _read_segmentation(reader, f"/{camera}/segmentation", report)
-        _write_overlays(reader, f"/{camera}/overlay", report, out_dir, fps, input_stamps, num_pngs)
+        bounds = _read_ground(reader, camera, report)
+        _write_overlays(reader, camera, report, out_dir, fps, input_stamps, num_pngs, bounds)
         _read_diagnostics(reader, camera, report)
     return report

@@ -36,8 +36,11 @@ LOG = logging.getLogger(__name__)
 
 CAMERA = "camera"
 IMAGE_TOPIC = f"/{CAMERA}/image_raw"
+# The ground-plane outputs are computed only while subscribed: recording them makes the node place the drive on the
+# road (the bag carries the drive camera's CameraInfo, its pose is a node parameter).
+GROUND_TOPICS = (f"/{CAMERA}/drivable_area/grid", f"/{CAMERA}/detections_3d", f"/{CAMERA}/lane_lines/polylines")
 OUTPUT_TOPICS = (f"/{CAMERA}/detections", f"/{CAMERA}/segmentation", f"/{CAMERA}/overlay", "/diagnostics",
-                 "/label_info")
+                 "/label_info", *GROUND_TOPICS)
 CLOCK_HZ = 40.0
 NODE_START_TIMEOUT_S = 300.0  # loading torch and the model on a busy 2-core machine
 RECORDER_START_TIMEOUT_S = 60.0
@@ -148,10 +151,11 @@ def use_ros2_bag(bag_tools: str) -> bool:
     return bag_tools == "ros2" or (bag_tools == "auto" and shutil.which("ros2") is not None)
 
 
-def node_args(weights: Path | None) -> list[str]:
-    """The node's real executable with config/hybridnets.yaml, sim time, and a reliable input (a replay must
-    not lose frames: best effort drops large images on the default transports)."""
-    parameters: dict[str, Any] = {"use_sim_time": True, "input_qos": "reliable"}
+def node_args(weights: Path | None, camera_pose: list[float]) -> list[str]:
+    """The node's real executable with config/hybridnets.yaml, sim time, a reliable input (a replay must
+    not lose frames: best effort drops large images on the default transports) and the drive camera's pose."""
+    parameters: dict[str, Any] = {"use_sim_time": True, "input_qos": "reliable",
+                                  f"{CAMERA}.camera_pose": [float(v) for v in camera_pose]}
     if weights is not None:
         parameters["weights"] = str(weights)
     args = node_command() + ["--ros-args", "--params-file", str(config_dir() / "hybridnets.yaml")]
@@ -254,7 +258,7 @@ def _run_processes(options: DemoOptions, paths: DemoPaths, env: dict[str, str], 
     facts["bag_tools"] = "ros2 bag" if ros2 else "hybridnets_ros.ros.bag (player in-process, recorder process)"
     replay_s = len(drive.stamps) / options.rate
     with ChildProcesses() as children, GraphMonitor(env, CAMERA, OUTPUT_TOPICS[0]) as monitor:
-        node = children.start("node", node_args(options.weights), env, paths.logs / "node.log")
+        node = children.start("node", node_args(options.weights, drive.camera_pose), env, paths.logs / "node.log")
         LOG.info("waiting for the node to load its model and subscribe to %s", IMAGE_TOPIC)
         _wait_for(lambda: monitor.node.count_subscribers(IMAGE_TOPIC) > 0, NODE_START_TIMEOUT_S, [node],
                   f"subscription to {IMAGE_TOPIC} (node active)")
@@ -292,7 +296,8 @@ def _run_processes(options: DemoOptions, paths: DemoPaths, env: dict[str, str], 
 
 def build_summary(options: DemoOptions, paths: DemoPaths, drive: DriveBag, report: OutputReport,
                   facts: dict[str, Any], timings: Timings) -> dict[str, Any]:
-    """summary.json: frame counts, detections, segmentation, latency, model, timings and files."""
+    """summary.json: frame counts, detections, segmentation, ground-plane outputs, latency, model, timings and
+    files."""
     input_stamps = set(drive.stamps)
     answered = [s for s in dict.fromkeys(report.detection_stamps) if s in input_stamps]
     per_frame = [n for s, n in zip(report.detection_stamps, report.detections_per_frame) if s in input_stamps]
@@ -326,6 +331,7 @@ def build_summary(options: DemoOptions, paths: DemoPaths, drive: DriveBag, repor
             "mean_image_fraction": {name: round(float(fractions[:, k].mean()), 4) if len(fractions) else 0.0
                                     for k, name in enumerate(report.seg_names) if k > 0},
         },
+        "ground": {"camera_pose": drive.camera_pose, **report.ground},
         "latency_ms": {
             "node_receive_to_publish": {"p50": latency("latency_p50_ms"), "p95": latency("latency_p95_ms")},
             "end_to_end_publish_to_detections": facts.get("end_to_end_latency_ms", percentiles([])),
@@ -338,7 +344,8 @@ def build_summary(options: DemoOptions, paths: DemoPaths, drive: DriveBag, repor
             "weights": str(options.weights) if options.weights else "bundled",
             "ros_domain_id": int(facts["env"]["ROS_DOMAIN_ID"]), "bag_tools": facts.get("bag_tools"),
         },
-        "overlay_video": {"frames": report.video_frames, "fps": options.rate},
+        "overlay_video": {"frames": report.video_frames, "fps": options.rate,
+                          "birdseye_panel_width": report.panel_width},
         "output_topics": report.topic_counts,
         "timings_s": timings.values,
         "processes": facts.get("processes", {}),

@@ -64,6 +64,7 @@ CLOCK_TOPIC = "/clock"
 DEFAULT_CLOCK_HZ = 40.0  # same default as `ros2 bag play --clock`
 ACK_TIMEOUT_S = 10.0  # how long the player waits for reliable subscribers to acknowledge its last messages
 IMAGE_TYPE = "sensor_msgs/msg/Image"
+CAMERA_INFO_TYPE = "sensor_msgs/msg/CameraInfo"
 NANOSECONDS = 1_000_000_000
 
 _ZERO = QosTime(sec=0, nsec=0)
@@ -152,11 +153,14 @@ def write_image_bag(
     *,
     start_ns: int | None = None,
     storage: str = "sqlite3",
+    camera_info: dict | None = None,
 ) -> list[int]:
     """Write ``frames`` as ``sensor_msgs/Image`` messages at ``rate_hz``; returns their stamps in ns.
 
     frames: (H, W, C) or (H, W) uint8 arrays, C matching ``encoding`` (mono8 1, rgb8/bgr8 3, rgba8/bgra8 4).
     Header stamp and bag timestamp of frame i are both ``start_ns + i / rate_hz`` s (start: now by default).
+    ``camera_info``: CameraInfo fields (width, height, distortion_model, d, k, r, p) to write with every frame, just
+    before it and with its header, on the image topic's sibling ``camera_info`` (as camera drivers publish it).
     ``path`` must not exist yet (rosbag2 writes a directory).
     """
     if encoding not in PIPELINE_ENCODINGS:
@@ -170,6 +174,9 @@ def write_image_bag(
     with Writer(path, version=BAG_VERSION, storage_plugin=STORAGES[storage]) as writer:
         connection = writer.add_connection(
             topic, IMAGE_TYPE, typestore=store, offered_qos_profiles=[_DEFAULT_OFFERED_QOS])
+        info_connection = None if camera_info is None else writer.add_connection(
+            f"{topic.rpartition('/')[0]}/camera_info", CAMERA_INFO_TYPE, typestore=store,
+            offered_qos_profiles=[_DEFAULT_OFFERED_QOS])
         for index, frame in enumerate(frames):
             frame = np.ascontiguousarray(frame, dtype=np.uint8)
             if frame.ndim == 2:
@@ -178,9 +185,13 @@ def write_image_bag(
             if frame_channels != channels:
                 raise ValueError(f"frame {index} has {frame_channels} channels, {encoding} needs {channels}")
             stamp = start + round(index * NANOSECONDS / rate_hz)  # no drift over long bags
+            header = header_cls(stamp=time_cls(sec=stamp // NANOSECONDS, nanosec=stamp % NANOSECONDS),
+                                frame_id=frame_id)
+            if info_connection is not None:
+                writer.write(info_connection, stamp, store.serialize_cdr(
+                    _camera_info_message(store, header, camera_info), CAMERA_INFO_TYPE))
             msg = image_cls(
-                header=header_cls(
-                    stamp=time_cls(sec=stamp // NANOSECONDS, nanosec=stamp % NANOSECONDS), frame_id=frame_id),
+                header=header,
                 height=height,
                 width=width,
                 encoding=encoding,
@@ -191,6 +202,16 @@ def write_image_bag(
             writer.write(connection, stamp, store.serialize_cdr(msg, IMAGE_TYPE))
             stamps.append(stamp)
     return stamps
+
+
+def _camera_info_message(store: Typestore, header: object, fields: dict) -> object:
+    """A rosbags CameraInfo with ``header`` from CameraInfo ``fields`` (no binning, full-image ROI)."""
+    info_cls, roi_cls = (store.types[t] for t in (CAMERA_INFO_TYPE, "sensor_msgs/msg/RegionOfInterest"))
+    return info_cls(header=header, height=fields["height"], width=fields["width"],
+                    distortion_model=fields["distortion_model"], d=np.asarray(fields["d"], np.float64),
+                    k=np.asarray(fields["k"], np.float64), r=np.asarray(fields["r"], np.float64),
+                    p=np.asarray(fields["p"], np.float64), binning_x=0, binning_y=0,
+                    roi=roi_cls(x_offset=0, y_offset=0, height=0, width=0, do_rectify=False))
 
 
 def read_messages(path: str | Path, topics: Sequence[str] | None = None) -> Iterator[tuple[str, str, int, bytes]]:

@@ -72,6 +72,18 @@ def _intrinsics(camera: Camera) -> np.ndarray:
     return np.array([[camera.focal, 0.0, camera.cx], [0.0, camera.focal, camera.horizon], [0.0, 0.0, 1.0]])
 
 
+def camera_info(camera: Camera) -> dict:
+    """sensor_msgs/CameraInfo fields (width, height, distortion_model, d, k, r, p) of a rendering camera: a
+    distortion-free pinhole whose principal point is (cx, horizon), so with its pitch folded into the horizon row the
+    camera body is level (pose ``[0, 0, camera.height, 0, 0, 0]`` over a flat road)."""
+    k = _intrinsics(camera)
+    return {
+        "width": camera.width, "height": camera.height_px, "distortion_model": "plumb_bob", "d": [0.0] * 5,
+        "k": k.ravel().tolist(), "r": np.eye(3).ravel().tolist(),
+        "p": np.concatenate([k, np.zeros((3, 1))], axis=1).ravel().tolist(),
+    }
+
+
 def flatten(world: World) -> World:
     """The same world on a road without hills (curves kept), so the ground plane is exact."""
     profile = world.profile
@@ -150,13 +162,8 @@ def _ground_truth(world: World, roll: float, pitch: float, scene: Scene) -> Grou
     placed_ids = [by_uid[uid] for uid in scene.ids.tolist()]
     contact_depth = np.array([z + NEAR_WHEEL_DEPTH for _, z in placed_ids])
     contact_offset = np.array([layout.lane_center(vehicle.lane) + vehicle.lateral for vehicle, _ in placed_ids])
-    k = _intrinsics(camera)
-    info = {
-        "width": camera.width, "height": camera.height_px, "distortion_model": "plumb_bob", "d": [0.0] * 5,
-        "k": k.ravel().tolist(), "r": np.eye(3).ravel().tolist(),
-        "p": np.concatenate([k, np.zeros((3, 1))], axis=1).ravel().tolist(),
-    }
-    return GroundTruth(camera_info=info, camera_pose=[0.0, 0.0, float(camera.height), float(roll), float(pitch), 0.0],
+    return GroundTruth(camera_info=camera_info(camera),
+                       camera_pose=[0.0, 0.0, float(camera.height), float(roll), float(pitch), 0.0],
                        lane_lines=lines, road_edges=edges,
                        vehicles=ground(contact_depth, contact_offset).reshape(-1, 3),
                        vehicle_ids=scene.ids.copy(), visible_depth=float(z_vis))
