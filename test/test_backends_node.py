@@ -12,7 +12,8 @@ from hybridnets_ros.inference.postprocess import Detections
 from hybridnets_ros.inference.sample_frames import synthetic_frames
 from hybridnets_ros.model.checkpoint import save_checkpoint
 from hybridnets_ros.ros import conversions
-from hybridnets_ros.ros.bench import running_node, unique_header
+from hybridnets_ros.testing.frames import unique_header
+from hybridnets_ros.testing.probe import running_node
 
 pytest.importorskip("openvino")
 pytestmark = pytest.mark.slow

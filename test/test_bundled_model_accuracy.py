@@ -61,7 +61,8 @@ def truth_class_map(scene: Scene) -> torch.Tensor:
 @pytest.mark.slow
 def test_bundled_model_through_the_node_reaches_the_issue_floors(ros_env, tmp_path) -> None:
     from hybridnets_ros.ros import conversions
-    from hybridnets_ros.ros.bench import running_node, unique_header
+    from hybridnets_ros.testing.frames import unique_header
+    from hybridnets_ros.testing.probe import running_node
 
     threshold = configured_score_threshold()
     scenes = held_out_scenes()

@@ -260,7 +260,7 @@ def test_raw_images_above_the_pixel_limit_are_refused() -> None:
 
 
 def _corrupt_jpegs() -> dict[str, bytes]:
-    from hybridnets_ros.ros.bench import synthetic_frame
+    from hybridnets_ros.testing.frames import synthetic_frame
 
     ok, encoded = cv2.imencode(".jpg", synthetic_frame(120, 160, seed=3))
     data = encoded.tobytes()

@@ -232,7 +232,9 @@ def test_the_node_announces_active_where_launch_ros_listens(ros_env, tmp_path: P
     makes from the node's ``<name>/transition_event`` messages (subscribed before the process starts, as here)."""
     from lifecycle_msgs.msg import TransitionEvent
 
-    from hybridnets_ros.ros.bench import NodeProcess, NodeProbe, random_checkpoint
+    from hybridnets_ros.testing.checkpoints import random_checkpoint
+    from hybridnets_ros.testing.node_process import NodeProcess
+    from hybridnets_ros.testing.probe import NodeProbe
 
     with NodeProbe(ros_env, image_outputs=(), label_info=False) as probe:
         probe.subscribe(TransitionEvent, "hybridnets/transition_event", 10)

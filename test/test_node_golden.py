@@ -18,7 +18,8 @@ from hybridnets_ros.conventions import DetectionThresholds
 from hybridnets_ros.inference.pipeline import HybridNetsPipeline
 from hybridnets_ros.inference.postprocess import Detections
 from hybridnets_ros.ros import conversions
-from hybridnets_ros.ros.bench import running_node, unique_header
+from hybridnets_ros.testing.frames import unique_header
+from hybridnets_ros.testing.probe import running_node
 
 TIMEOUT = 300.0  # a d3 forward pass takes about a second here, more on a busy machine
 MAX_DETECTIONS = 1000

@@ -114,7 +114,8 @@ def _lines(msg: MarkerArray) -> list[np.ndarray]:
 @pytest.mark.slow
 def test_ground_outputs_through_the_node(ros_env, tmp_path, scenes) -> None:
     from hybridnets_ros.ros import conversions
-    from hybridnets_ros.ros.bench import running_node, unique_header
+    from hybridnets_ros.testing.frames import unique_header
+    from hybridnets_ros.testing.probe import running_node
 
     first = scenes[LEVEL[0]]
     poses = {camera: truth.camera_pose for camera, (_, truth) in scenes.items()}

@@ -12,14 +12,10 @@ import pytest
 from lifecycle_msgs.msg import Transition
 
 from hybridnets_ros.ros import conversions
-from hybridnets_ros.ros.bench import (
-    NodeProbe,
-    NodeProcess,
-    random_checkpoint,
-    running_node,
-    synthetic_frame,
-    unique_header,
-)
+from hybridnets_ros.testing.checkpoints import random_checkpoint
+from hybridnets_ros.testing.frames import synthetic_frame, unique_header
+from hybridnets_ros.testing.node_process import NodeProcess
+from hybridnets_ros.testing.probe import NodeProbe, running_node
 
 TIMEOUT = 120.0
 

@@ -10,8 +10,10 @@ import pytest
 from sensor_msgs.msg import CompressedImage, Image
 
 from hybridnets_ros.ros import conversions
-from hybridnets_ros.ros.bench import random_checkpoint, running_node, synthetic_frame, unique_header
 from hybridnets_ros.ros.conversions import DETECTION_CLASS_ID_OFFSET
+from hybridnets_ros.testing.checkpoints import random_checkpoint
+from hybridnets_ros.testing.frames import synthetic_frame, unique_header
+from hybridnets_ros.testing.probe import running_node
 
 TIMEOUT = 120.0  # generous: the machine running the tests may be busy
 RAW, JPEG = "camera", "jpeg_camera"

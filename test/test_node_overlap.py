@@ -10,7 +10,9 @@ import pytest
 
 from hybridnets_ros.inference.pipeline import HybridNetsPipeline
 from hybridnets_ros.ros import conversions
-from hybridnets_ros.ros.bench import random_checkpoint, running_node, synthetic_frame, unique_header
+from hybridnets_ros.testing.checkpoints import random_checkpoint
+from hybridnets_ros.testing.frames import synthetic_frame, unique_header
+from hybridnets_ros.testing.probe import running_node
 
 TIMEOUT = 120.0
 CAMERAS = {"front": (720, 1280), "rear": (480, 640)}

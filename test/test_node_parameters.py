@@ -13,8 +13,8 @@ from rclpy.parameter import Parameter
 from rclpy.signals import SignalHandlerOptions
 
 from hybridnets_ros.ros import node as node_module
-from hybridnets_ros.ros.bench import dds_environment
 from hybridnets_ros.ros.node import HybridNetsNode
+from hybridnets_ros.testing.environment import dds_environment
 
 REPO = Path(__file__).resolve().parents[1]
 YAML = REPO / "config" / "hybridnets.yaml"

@@ -16,7 +16,9 @@ import pytest
 from std_msgs.msg import Header
 
 from hybridnets_ros.ros.bag import write_image_bag
-from hybridnets_ros.ros.bench import random_checkpoint, running_node, synthetic_frame
+from hybridnets_ros.testing.checkpoints import random_checkpoint
+from hybridnets_ros.testing.frames import synthetic_frame
+from hybridnets_ros.testing.probe import running_node
 
 TIMEOUT = 120.0
 BAG_START_NS = 1_000 * 1_000_000_000  # 1970 + 1000 s: decades older than the wall clock

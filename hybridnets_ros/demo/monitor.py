@@ -1,4 +1,5 @@
-"""An rclpy observer of the demo's ROS graph, in this process and its own context, spun on a background thread.
+"""An rclpy observer of the demo's ROS graph, in this process and its own context, spun on a background thread
+(``BackgroundNode``).
 
 It answers the questions the demo waits on (is the node subscribed to its camera, has the recorder joined every
 output topic, have all frames been answered) and measures the end-to-end latency of each frame: the wall time
@@ -15,17 +16,13 @@ import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-import rclpy
 from diagnostic_msgs.msg import DiagnosticArray
-from rclpy.context import Context
-from rclpy.executors import SingleThreadedExecutor
 from rclpy.qos import QoSProfile, ReliabilityPolicy
-from rclpy.signals import SignalHandlerOptions
 from rosgraph_msgs.msg import Clock
 from vision_msgs.msg import Detection2DArray
 
-from hybridnets_ros.ros.bench import dds_environment
 from hybridnets_ros.ros.diagnostics import status_values
+from hybridnets_ros.testing.background_node import BackgroundNode
 
 MONITOR_NAME = "hybridnets_demo_monitor"
 NANOSECONDS = 1_000_000_000
@@ -55,7 +52,7 @@ class CameraDiagnostics:
         return self.published + self.dropped + self.invalid + self.failed
 
 
-class GraphMonitor:
+class GraphMonitor(BackgroundNode):
     """Watches ``detections_topic``, ``/diagnostics`` (status of ``camera``) and ``/clock`` on domain ``env``."""
 
     def __init__(self, env: Mapping[str, str], camera: str, detections_topic: str) -> None:
@@ -65,36 +62,10 @@ class GraphMonitor:
         self._clock_ns: list[int] = []
         self._clock_wall: list[float] = []
         self._camera_diagnostics: CameraDiagnostics | None = None
-        self.context = Context()
-        with dds_environment(env):  # the DDS participant reads them when it is created
-            rclpy.init(context=self.context, domain_id=int(env["ROS_DOMAIN_ID"]),
-                       signal_handler_options=SignalHandlerOptions.NO)
-            self.node = rclpy.create_node(MONITOR_NAME, context=self.context)
+        super().__init__(env, MONITOR_NAME)
         self.node.create_subscription(Detection2DArray, detections_topic, self._on_detections, DETECTIONS_QOS)
         self.node.create_subscription(DiagnosticArray, "/diagnostics", self._on_diagnostics, 10)
         self.node.create_subscription(Clock, "/clock", self._on_clock, CLOCK_QOS)
-        self._executor = SingleThreadedExecutor(context=self.context)
-        self._executor.add_node(self.node)
-        self._spinner = threading.Thread(target=self._spin, name="demo-monitor", daemon=True)
-        self._spinner.start()
-
-    def _spin(self) -> None:
-        try:
-            self._executor.spin()
-        except Exception:  # the context was shut down while spinning: the monitor is closing
-            pass
-
-    def close(self) -> None:
-        self._executor.shutdown(timeout_sec=5.0)
-        self.node.destroy_node()
-        rclpy.try_shutdown(context=self.context)
-        self._spinner.join(timeout=5.0)
-
-    def __enter__(self) -> "GraphMonitor":
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
 
     # ---- callbacks --------------------------------------------------------------------------------------------
 

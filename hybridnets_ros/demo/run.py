@@ -26,11 +26,12 @@ import numpy as np
 
 from hybridnets_ros.demo.drive import START_NS, DriveBag, write_drive_bag
 from hybridnets_ros.demo.monitor import GraphMonitor
-from hybridnets_ros.demo.processes import ChildProcess, ChildProcesses
 from hybridnets_ros.demo.report import OutputReport, percentiles, read_output_bag
-from hybridnets_ros.resources import bundled_weights, config_dir
+from hybridnets_ros.resources import bundled_weights
 from hybridnets_ros.ros.bag import play_bag
-from hybridnets_ros.ros.bench import format_parameter, node_command, ros_environment
+from hybridnets_ros.testing.environment import ros_environment
+from hybridnets_ros.testing.node_process import node_arguments
+from hybridnets_ros.testing.processes import ChildProcess, ChildProcesses
 
 LOG = logging.getLogger(__name__)
 
@@ -158,10 +159,7 @@ def node_args(weights: Path | None, camera_pose: list[float]) -> list[str]:
                                   f"{CAMERA}.camera_pose": [float(v) for v in camera_pose]}
     if weights is not None:
         parameters["weights"] = str(weights)
-    args = node_command() + ["--ros-args", "--params-file", str(config_dir() / "hybridnets.yaml")]
-    for name, value in parameters.items():
-        args += ["-p", f"{name}:={format_parameter(value)}"]
-    return args
+    return node_arguments(parameters)
 
 
 def recorder_args(ros2: bool, bag: Path) -> list[str]:

@@ -1,16 +1,18 @@
-"""Child processes of the demo (node, recorder, player): each logs to its own file and is always stopped by PID.
+"""Child processes (the node, a recorder, a player): each logs to its own file and is always stopped by PID.
 
 ``ChildProcesses`` is a context manager: whatever happens inside it (an error, KeyboardInterrupt, SystemExit from
 SIGTERM), every process it started is stopped on the way out, the newest first: SIGINT (ROS processes shut down
-cleanly on it, the recorder closes its bag), then SIGKILL after a timeout.
+cleanly on it, a recorder closes its bag), then SIGKILL after a timeout.
 """
 from __future__ import annotations
 
 import logging
 import signal
 import subprocess
+import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Self
 
 LOG = logging.getLogger(__name__)
 
@@ -18,7 +20,7 @@ DEFAULT_STOP_TIMEOUT_S = 20.0
 
 
 class ChildProcess:
-    """One command in its own process, stdout and stderr to ``log_path``, stdin closed."""
+    """One command in its own process, stdout and stderr to ``log_path``, stdin closed; ``with`` stops it."""
 
     def __init__(self, name: str, args: Sequence[str], env: Mapping[str, str], log_path: Path) -> None:
         self.name = name
@@ -50,11 +52,24 @@ class ChildProcess:
         except subprocess.TimeoutExpired:
             return None
 
+    def log(self) -> str:
+        """Everything the process has written so far."""
+        return self.log_path.read_text(errors="replace") if self.log_path.is_file() else ""
+
     def log_tail(self, lines: int = 25) -> str:
         """The last ``lines`` lines of the process's output."""
-        self._log_file.flush()
-        text = self.log_path.read_text(errors="replace") if self.log_path.is_file() else ""
-        return "\n".join(text.splitlines()[-lines:])
+        return "\n".join(self.log().splitlines()[-lines:])
+
+    def wait_for_log(self, text: str, timeout: float) -> bool:
+        """True once ``text`` appears in the output; False on timeout or when the process ended without it."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if text in self.log():
+                return True
+            if not self.running():
+                return text in self.log()
+            time.sleep(0.05)
+        return False
 
     def stop(self, timeout: float = DEFAULT_STOP_TIMEOUT_S) -> int:
         """SIGINT, wait up to ``timeout`` s, then SIGKILL; returns the exit code. Safe to call more than once.
@@ -73,6 +88,12 @@ class ChildProcess:
                 self.process.wait()
             self._log_file.close()
         return self.process.returncode
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
 
 
 class ChildProcesses:
