@@ -117,8 +117,10 @@ test: setup
 demo: setup
 	$(PY) -m hybridnets_ros.demo $(DEMO_ARGS)
 
+# The BDD100K demo frames beside the repository when they are there, else the bench's synthetic scenes.
+BENCH_IMAGES := $(wildcard ../shared/data/bdd_demo)
 bench: setup
-	$(PY) -m hybridnets_ros.inference.bench $(BENCH_ARGS)
+	$(PY) -m hybridnets_ros.inference.bench $(if $(BENCH_IMAGES),--images $(BENCH_IMAGES)) $(BENCH_ARGS)
 	$(PY) -m hybridnets_ros.ros.bench
 
 clean:

@@ -2,8 +2,9 @@
 
 For each backend and batch size it runs the whole pipeline (preprocess + forward + postprocess, the frames at their
 original size) and prints the median ms per frame of each stage and in total, frames/s, and the ratio of the total
-and of the forward to eager torch fp32 at the same batch size. Frames: the BDD100K demo images from
-``../shared/data/bdd_demo`` when present (or ``--images DIR``), else synthetic 1280x720 scenes.
+and of the forward to eager torch fp32 at the same batch size. Frames: the images of ``--images DIR``, else synthetic
+1280x720 road-like frames; a good real set is the BDD100K demo images beside the repository,
+``--images ../shared/data/bdd_demo`` (what ``make bench`` passes when that folder exists).
 
 Backend names: ``auto`` and ``auto-int8`` (what the node runs by default, and with precision int8; the backend
 chosen is in the notes), ``torch``, ``torch-channels-last``, ``torch-compile`` (inductor; its compile time is
@@ -13,8 +14,8 @@ for CPUs with AMX/AVX512-BF16; not in the default set: on golden variant C it is
 and on CUDA ``torch-fp16``, ``tensorrt`` / ``tensorrt-fp16`` / ``tensorrt-int8``. A backend that is not installed
 or fails is reported and skipped.
 
-    python -m hybridnets_ros.inference.bench [--weights W] [--model-config NAME] [--frames N] [--repeats R]
-        [--backends torch,onnxruntime,...] [--batch-sizes 1,4,8] [--device auto] [--json out.json]
+    python -m hybridnets_ros.inference.bench [--weights W] [--model-config NAME] [--images DIR] [--frames N]
+        [--repeats R] [--backends torch,onnxruntime,...] [--batch-sizes 1,4,8] [--device auto] [--json out.json]
 """
 from __future__ import annotations
 
@@ -38,6 +39,7 @@ import numpy as np
 import torch
 
 from hybridnets_ros import resources
+from hybridnets_ros.conventions import IMAGE_SUFFIXES
 from hybridnets_ros.inference.backends import create_backend, resolve_device
 from hybridnets_ros.inference.pipeline import HybridNetsPipeline
 from hybridnets_ros.inference.sample_frames import image_files, read_rgb, synthetic_frames
@@ -47,9 +49,7 @@ LOG = logging.getLogger(__name__)
 
 DEFAULT_CPU_BACKENDS = ("torch", "auto", "auto-int8", "onnxruntime", "openvino")
 DEFAULT_CUDA_BACKENDS = ("torch", "auto", "torch-fp16", "onnxruntime", "tensorrt", "tensorrt-fp16")
-# ../shared/data/bdd_demo beside the repository (run from its root, or from a source checkout).
-DEMO_IMAGE_DIRS = (Path("..") / "shared" / "data" / "bdd_demo",
-                   Path(__file__).resolve().parents[3] / "shared" / "data" / "bdd_demo")
+SYNTHETIC_HW = (720, 1280)
 STAGES = ("preprocess", "forward", "postprocess")
 REFERENCE = "torch"
 
@@ -118,18 +118,19 @@ def _cpu_name() -> str:
     return platform.processor() or platform.machine()
 
 
-def load_frames(count: int, images: str | None) -> tuple[list[np.ndarray], str]:
-    """``count`` RGB frames (cycling through the images found) and a description of where they came from."""
-    folders = [Path(images)] if images else list(DEMO_IMAGE_DIRS)
-    folder = next((f for f in folders if f.is_dir() and image_files(f)), folders[0])
-    files = image_files(folder) if folder.is_dir() else []
-    if files:
-        frames = [read_rgb(files[i % len(files)]) for i in range(count)]
-        sizes = sorted({f"{f.shape[1]}x{f.shape[0]}" for f in frames})
-        return frames, f"{count} frames from {len(files)} images in {folder} ({', '.join(sizes)})"
-    if images:
-        raise FileNotFoundError(f"no images (.jpg/.png/.bmp) in '{images}'")
-    return synthetic_frames(count), f"{count} synthetic 1280x720 frames (no demo images in {folders[0]})"
+def load_frames(count: int, images: Path | None) -> tuple[list[np.ndarray], str]:
+    """``count`` RGB frames, cycling through the images in the folder ``images`` (None: synthetic frames), and a
+    description of where they came from. FileNotFoundError when the folder is missing or holds no images."""
+    if images is None:
+        height, width = SYNTHETIC_HW
+        return synthetic_frames(count, SYNTHETIC_HW), f"{count} synthetic {width}x{height} road-like frames"
+    files = image_files(images) if images.is_dir() else []
+    if not files:
+        raise FileNotFoundError(f"--images '{images}': no folder with images ({', '.join(IMAGE_SUFFIXES)}) there; "
+                                "give a folder of camera frames, or leave --images out for synthetic frames")
+    frames = [read_rgb(files[i % len(files)]) for i in range(count)]
+    sizes = sorted({f"{f.shape[1]}x{f.shape[0]}" for f in frames})
+    return frames, f"{count} frames from {len(files)} images in {images} ({', '.join(sizes)})"
 
 
 def load_model(weights: str | None, model_config: str | None) -> tuple[HybridNets, ModelConfig, str]:
@@ -234,7 +235,8 @@ def build_parser() -> argparse.ArgumentParser:
                                      description=__doc__.split("\n\n")[0])
     parser.add_argument("--weights", help="checkpoint (default: the bundled model, else a random d3 BDD100K network)")
     parser.add_argument("--model-config", help="model config name or yaml path")
-    parser.add_argument("--images", help="folder of images (default: ../shared/data/bdd_demo, else synthetic)")
+    parser.add_argument("--images", type=Path, help="folder of images (default: synthetic 1280x720 road-like frames; "
+                        "../shared/data/bdd_demo is a good real set)")
     parser.add_argument("--frames", type=int, default=6, help="distinct frames cycled through (default 6)")
     parser.add_argument("--repeats", type=int, default=2, help="timed calls per backend and batch size (median)")
     parser.add_argument("--warmup", type=int, default=1, help="untimed calls first (compiles, caches)")
@@ -257,8 +259,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     if unknown:
         print(f"unknown bench backends {unknown}; known: {sorted(specs)}", file=sys.stderr)
         return 2
+    try:
+        frames, frames_source = load_frames(args.frames, args.images)
+    except FileNotFoundError as exc:
+        print(exc, file=sys.stderr)
+        return 2
     model, config, source = load_model(args.weights, args.model_config)
-    frames, frames_source = load_frames(args.frames, args.images)
     print(f"model: {source} ('{config.name}', input {config.input_size[0]}x{config.input_size[1]})")
     print(f"frames: {frames_source}; {args.warmup} warm-up + {args.repeats} timed calls per backend and batch size")
     print(f"device: {device} ({torch.cuda.get_device_name(device) if device.type == 'cuda' else _cpu_name()}), "
