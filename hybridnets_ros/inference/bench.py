@@ -230,11 +230,16 @@ def _int_list(text: str) -> list[int]:
     return values
 
 
+def add_model_arguments(parser: argparse.ArgumentParser) -> None:
+    """``--weights`` and ``--model-config``, as :func:`load_model` takes them."""
+    parser.add_argument("--weights", help="checkpoint (default: the bundled model, else a random d3 BDD100K network)")
+    parser.add_argument("--model-config", help="model config name or yaml path")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m hybridnets_ros.inference.bench",
                                      description=__doc__.split("\n\n")[0])
-    parser.add_argument("--weights", help="checkpoint (default: the bundled model, else a random d3 BDD100K network)")
-    parser.add_argument("--model-config", help="model config name or yaml path")
+    add_model_arguments(parser)
     parser.add_argument("--images", type=Path, help="folder of images (default: synthetic 1280x720 road-like frames; "
                         "../shared/data/bdd_demo is a good real set)")
     parser.add_argument("--frames", type=int, default=6, help="distinct frames cycled through (default 6)")

@@ -30,7 +30,7 @@ from hybridnets_ros.inference import calibration
 from hybridnets_ros.inference.backends import openvino_backend
 from hybridnets_ros.inference.backends.onnx_cache import cached_raw_onnx
 from hybridnets_ros.inference.backends.optional_import import import_runtime
-from hybridnets_ros.inference.bench import load_model
+from hybridnets_ros.inference.bench import add_model_arguments, load_model
 from hybridnets_ros.inference.export.exporter import export_onnx
 
 Forward = Callable[[], object]
@@ -73,8 +73,7 @@ def cpu_ms(forwards: dict[str, Forward], rounds: int) -> dict[str, list[float]]:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m hybridnets_ros.inference.runtime_bench",
                                      description=__doc__.split("\n\n")[0])
-    parser.add_argument("--weights", help="checkpoint (default: the bundled model, else a random d3 BDD100K network)")
-    parser.add_argument("--model-config", help="model config name or yaml path")
+    add_model_arguments(parser)
     parser.add_argument("--rounds", type=int, default=15, help="timed forwards per variant (median and fastest)")
     parser.add_argument("--cache-dir", help="cache of the pipeline's ONNX file and the int8 model")
     parser.add_argument("--no-int8", action="store_true", help="leave out OpenVINO int8 (its first run quantises)")
