@@ -82,6 +82,14 @@ def test_golden_detections_in_network_pixels(raw, post):
     assert (scores[:-1] >= scores[1:]).all()
 
 
+def test_rows_are_fixed_in_number_and_padded_with_zeros(raw, post):
+    """The predictor's output has the exported shape also eagerly: max_detections rows, zeros past the count."""
+    selected = HybridNetsPredictor(D3_CONFIG, _few_config(post)).detect(raw["regression"], raw["classification"])
+    count = int(selected.counts[0])
+    assert selected.rows().shape == (1, 100, 6) and 20 < count < 100
+    assert not selected.rows()[0, count:].any() and bool((selected.scores[0, :count] > 0).all())
+
+
 def test_golden_segmentation(raw, post):
     net = seg_class_map(raw["segmentation"], "multiclass")[0].numpy()
     assert mask_agreement(net, post["few_seg_argmax_input"]) >= MIN_MASK_AGREEMENT

@@ -109,6 +109,30 @@ def _top(values: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
     return values[:, :k], index[:, :k]
 
 
+def _most_passing(scores: torch.Tensor, score_threshold: float) -> int:
+    """The largest number of scores (B,N) above the threshold in one image (0 for an empty batch)."""
+    return int((scores > score_threshold).sum(dim=1).max()) if scores.shape[0] else 0
+
+
+def _best_kept(boxes: torch.Tensor, scores: torch.Tensor, class_ids: torch.Tensor, kept: torch.Tensor,
+               rows: int) -> DetectionBatch:
+    """The ``rows`` best kept candidates per image by descending score, zero-padded: boxes (B,k,4), scores (B,k),
+    class_ids (B,k), kept (B,k) bool. Fewer candidates than rows (eager only) are padded to ``rows``."""
+    ranked = torch.where(kept, scores, torch.full_like(scores, _NOT_DETECTED))
+    top_scores, index = _top(ranked, min(rows, scores.shape[1]))
+    valid = top_scores > _NOT_DETECTED
+    out_boxes = torch.gather(boxes, 1, index.unsqueeze(-1).expand(-1, -1, 4))
+    out_boxes = torch.where(valid.unsqueeze(-1), out_boxes, torch.zeros_like(out_boxes))
+    out_scores = torch.where(valid, top_scores, torch.zeros_like(top_scores))
+    out_classes = torch.gather(class_ids, 1, index)
+    out_classes = torch.where(valid, out_classes, torch.zeros_like(out_classes))
+    pad = rows - index.shape[1]
+    if pad:
+        out_boxes, out_scores, out_classes = (F.pad(out_boxes, (0, 0, 0, pad)), F.pad(out_scores, (0, pad)),
+                                              F.pad(out_classes, (0, pad)))
+    return DetectionBatch(out_boxes, out_scores, out_classes, valid.sum(dim=1))
+
+
 class HybridNetsPredictor(nn.Module):
     """Pre- and post-processing of one model config around an optional ``network`` (needed by :meth:`forward`).
 
@@ -152,29 +176,13 @@ class HybridNetsPredictor(nn.Module):
         static_k = min(t.pre_nms_top_k, scores.shape[1])
         rows = min(t.max_detections, static_k)
         # NMS costs O(k^2): eagerly, take no more candidates than the image with the most passing scores has.
-        if graph_capture():
-            k = static_k
-        else:
-            passing = int((scores > t.score_threshold).sum(dim=1).max()) if scores.shape[0] else 0
-            k = min(static_k, passing)
+        k = static_k if graph_capture() else min(static_k, _most_passing(scores, t.score_threshold))
         top_scores, top_idx = scores.topk(k, dim=1)
         deltas = torch.gather(regression.to(torch.float32), 1, top_idx.unsqueeze(-1).expand(-1, -1, 4))
         boxes = clip_boxes(decode_boxes(self.anchors[top_idx], deltas), self.input_hw)
         top_classes = torch.gather(class_ids, 1, top_idx)
         kept = self._nms(boxes, top_scores, top_classes, t, rows)
-        ranked = torch.where(kept, top_scores, torch.full_like(top_scores, _NOT_DETECTED))
-        out_scores, rank_idx = _top(ranked, min(rows, k))
-        valid = out_scores > _NOT_DETECTED
-        out_boxes = torch.gather(boxes, 1, rank_idx.unsqueeze(-1).expand(-1, -1, 4))
-        out_classes = torch.gather(top_classes, 1, rank_idx)
-        out_boxes = torch.where(valid.unsqueeze(-1), out_boxes, torch.zeros_like(out_boxes))
-        out_scores = torch.where(valid, out_scores, torch.zeros_like(out_scores))
-        out_classes = torch.where(valid, out_classes, torch.zeros_like(out_classes))
-        if k < rows:  # eager only: fewer candidates than rows, pad to the fixed row count
-            pad = rows - k
-            out_boxes, out_scores, out_classes = (F.pad(out_boxes, (0, 0, 0, pad)), F.pad(out_scores, (0, pad)),
-                                                  F.pad(out_classes, (0, pad)))
-        return DetectionBatch(out_boxes, out_scores, out_classes, valid.sum(dim=1))
+        return _best_kept(boxes, top_scores, top_classes, kept, rows)
 
     def _nms(self, boxes: torch.Tensor, scores: torch.Tensor, class_ids: torch.Tensor, t: DetectionThresholds,
              max_per_class: int) -> torch.Tensor:
