@@ -150,7 +150,7 @@ def cli_export(d0, d0_threshold, tmp_path_factory: pytest.TempPathFactory):
 @pytest.mark.slow
 def test_cli_exports_and_checks_the_postprocessed_model(cli_export):
     status, output = cli_export
-    assert status == 0 and output.is_file()  # 2 would mean the check against torch failed
+    assert status == 0 and output.is_file()  # 1 would mean the check against torch failed
     assert read_metadata(output)["variant"] == "postprocessed"
 
 
@@ -175,7 +175,7 @@ def test_cli_output_matches_the_torch_pipeline(cli_export, d0, d0_threshold):
 def test_cli_refuses_bad_arguments(tmp_path, capsys):
     with pytest.raises(SystemExit):
         main(["--weights", str(tmp_path / "w.pt")])  # no --output
-    assert main(["--weights", str(tmp_path / "missing.pt"), "--output", str(tmp_path / "x.onnx")]) == 1
+    assert main(["--weights", str(tmp_path / "missing.pt"), "--output", str(tmp_path / "x.onnx")]) == 2  # bad input
     assert "missing.pt" in capsys.readouterr().err
 
 

@@ -17,7 +17,6 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from hybridnets_ros import resources
 from hybridnets_ros.conventions import DetectionThresholds
 from hybridnets_ros.encodings import BGR_ORDERED, ENCODINGS, PIPELINE_ENCODINGS
 from hybridnets_ros.inference.backends import create_backend, resolve_device
@@ -34,6 +33,7 @@ from hybridnets_ros.inference.predictor import HybridNetsPredictor
 from hybridnets_ros.model.checkpoint import build_model
 from hybridnets_ros.model.config import ModelConfig, load_model_config
 from hybridnets_ros.model.hybridnets import HybridNetsOutput
+from hybridnets_ros.resources import resolve_weights
 
 LOG = logging.getLogger(__name__)
 
@@ -107,11 +107,10 @@ class HybridNetsPipeline:
         for int8 go to the backend).
 
         ``model_config`` (a name in ``models/`` or a yaml path) overrides the config embedded in the checkpoint;
-        bare upstream state dicts default to the d3 BDD100K config. Raises FileNotFoundError when no weights are
-        given and the bundled model is missing, and CheckpointError for unusable weight files.
+        bare upstream state dicts default to the d3 BDD100K config. Raises WeightsFileError (a FileNotFoundError) when
+        there is no readable weights file, and CheckpointError for unusable weight files.
         """
-        bundled = weights is None
-        path = Path(weights).expanduser() if weights is not None else _bundled_weights()
+        path = resolve_weights(weights)
         config = load_model_config(model_config) if model_config else None
         torch_device = resolve_device(device)
         model, config = build_model(path, config, device="cpu")
@@ -122,11 +121,6 @@ class HybridNetsPipeline:
             config.name, config.compound_coef, *config.input_size, list(config.obj_list), list(config.seg_list),
             path, pipeline.backend.name, torch_device, pipeline.precision, pipeline.backend.selection,
         )
-        if bundled:
-            LOG.warning(
-                "using the bundled model %s: it was trained on synthetic scenes only, so expect poor results on real "
-                "camera images; pass weights (e.g. the official hybridnets.pth) for real use", path.name,
-            )
         return pipeline
 
     def _to_device(self, frame: np.ndarray) -> torch.Tensor:
@@ -226,16 +220,3 @@ class StagedBatch:
     config: DetectionThresholds
     timings: dict[str, float]
     raw: HybridNetsOutput | None = None
-
-
-def _bundled_weights() -> Path:
-    try:
-        path = resources.bundled_weights()
-    except FileNotFoundError as exc:
-        raise FileNotFoundError(f"no weights given and the bundled model cannot be located: {exc}") from exc
-    if not path.is_file():
-        raise FileNotFoundError(
-            f"no weights given and the bundled model {path} does not exist (an incomplete install): "
-            "reinstall the package, or pass a checkpoint with --weights / the 'weights' parameter"
-        )
-    return path

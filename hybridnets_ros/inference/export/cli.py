@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 from torch import nn
 
-from hybridnets_ros import resources
+from hybridnets_ros.cli_support import EXIT_FAILURE, EXIT_OK, configure_logging, run_command
 from hybridnets_ros.conventions import DetectionThresholds
 from hybridnets_ros.inference.backends import openvino_backend, tensorrt_backend
 from hybridnets_ros.inference.calibration import DEFAULT_FRAMES as DEFAULT_CALIBRATION_FRAMES
@@ -22,8 +22,9 @@ from hybridnets_ros.inference.calibration import SYNTHETIC
 from hybridnets_ros.inference.export.exporter import DEFAULT_EXPORTER, DEFAULT_OPSET, EXPORTERS, VARIANTS, export_onnx
 from hybridnets_ros.inference.export.verify import verify_onnx
 from hybridnets_ros.inference.sample_frames import read_rgb, synthetic_frames
-from hybridnets_ros.model.checkpoint import build_model
+from hybridnets_ros.model.checkpoint import CheckpointError, build_model
 from hybridnets_ros.model.config import ModelConfig, load_model_config
+from hybridnets_ros.resources import resolve_weights
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -74,10 +75,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _load(args: argparse.Namespace) -> tuple[nn.Module, ModelConfig, Path]:
-    weights = Path(args.weights).expanduser() if args.weights else resources.bundled_weights()
-    if not weights.is_file():
-        raise FileNotFoundError(f"weights '{weights}' not found" + ("" if args.weights else
-                                " (the bundled model is not installed): pass --weights"))
+    weights = resolve_weights(args.weights, "--weights")
     config = load_model_config(args.model_config) if args.model_config else None
     model, config = build_model(weights, config, device="cpu")
     return model, config, weights
@@ -88,52 +86,53 @@ def _verification_frames(paths: Sequence[str] | None) -> list[np.ndarray]:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    # Only this package's messages at the chosen level: the exporter's libraries are chatty at INFO.
-    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-    logging.getLogger("hybridnets_ros").setLevel(args.log_level)
-    openvino_int8 = args.precision == "int8" and not args.tensorrt_engine
-    if not args.tensorrt_engine and not openvino_int8 and not args.output:
-        build_parser().error("--output is required (or use --tensorrt-engine, or --precision int8)")
+    """Entry point of ``hybridnets-export``; exit codes as :mod:`hybridnets_ros.cli_support` says (an export that the
+    check finds disagreeing with torch is a failure: 1)."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not args.tensorrt_engine and args.precision != "int8" and not args.output:
+        parser.error("--output is required (or use --tensorrt-engine, or --precision int8)")
     if args.precision == "fp16" and not args.tensorrt_engine:
-        build_parser().error("--precision fp16 is for --tensorrt-engine; the ONNX export is fp32")
-    try:
-        model, config, weights = _load(args)
-        if args.tensorrt_engine:
-            engine = tensorrt_backend.build_engine_for_model(
-                model, config, device=args.device, precision=args.precision or "fp16", max_batch=args.max_batch,
-                cache_dir=args.cache_dir, opset=args.opset, exporter=args.exporter, calibration=args.calibration,
-                calibration_frames=args.calibration_frames)
-            print(f"TensorRT engine: {engine}")
-            return 0
-        if openvino_int8:
-            quantized = openvino_backend.build_int8_for_model(model, config, args.calibration,
-                                                              args.calibration_frames, args.cache_dir)
-            print(f"OpenVINO INT8 model (the openvino backend's cache): {quantized}")
-            if args.output:
-                print(f"wrote {openvino_backend.copy_ir(quantized, Path(args.output).expanduser())}")
-            return 0
-        postprocess = DetectionThresholds(args.score_threshold, args.nms_iou_threshold, args.pre_nms_top_k,
-                                        args.max_detections)
-        postprocess.validate()
-        frames = None if args.no_verify else _verification_frames(args.verify_images)
-        opset, exporter = args.opset or DEFAULT_OPSET, args.exporter or DEFAULT_EXPORTER
-        print(f"exporting {weights} ('{config.name}', input {config.input_size[0]}x{config.input_size[1]}) as "
-              f"{args.variant} ONNX (opset {opset}, {exporter} exporter, batch {args.batch or 'dynamic'}) ...",
-              flush=True)
-        path = export_onnx(model, config, args.output, variant=args.variant, opset=opset, batch=args.batch,
-                           postprocess=postprocess, exporter=exporter)
-        print(f"wrote {path} ({path.stat().st_size / 1e6:.1f} MB)")
-    except (OSError, ValueError, RuntimeError, ImportError) as exc:
-        print(f"hybridnets-export: error: {exc}", file=sys.stderr)
-        return 1
+        parser.error("--precision fp16 is for --tensorrt-engine; the ONNX export is fp32")
+    configure_logging(logging.WARNING)
+    # Only this package's messages at the chosen level: the exporter's libraries are chatty at INFO.
+    logging.getLogger("hybridnets_ros").setLevel(args.log_level)
+    return run_command("hybridnets-export", lambda: _run(args), bad_input=(CheckpointError,))
+
+
+def _run(args: argparse.Namespace) -> int:
+    model, config, weights = _load(args)
+    if args.tensorrt_engine:
+        engine = tensorrt_backend.build_engine_for_model(
+            model, config, device=args.device, precision=args.precision or "fp16", max_batch=args.max_batch,
+            cache_dir=args.cache_dir, opset=args.opset, exporter=args.exporter, calibration=args.calibration,
+            calibration_frames=args.calibration_frames)
+        print(f"TensorRT engine: {engine}")
+        return EXIT_OK
+    if args.precision == "int8":
+        quantized = openvino_backend.build_int8_for_model(model, config, args.calibration, args.calibration_frames,
+                                                          args.cache_dir)
+        print(f"OpenVINO INT8 model (the openvino backend's cache): {quantized}")
+        if args.output:
+            print(f"wrote {openvino_backend.copy_ir(quantized, Path(args.output).expanduser())}")
+        return EXIT_OK
+    postprocess = DetectionThresholds(args.score_threshold, args.nms_iou_threshold, args.pre_nms_top_k,
+                                      args.max_detections)
+    postprocess.validate()
+    frames = None if args.no_verify else _verification_frames(args.verify_images)
+    opset, exporter = args.opset or DEFAULT_OPSET, args.exporter or DEFAULT_EXPORTER
+    print(f"exporting {weights} ('{config.name}', input {config.input_size[0]}x{config.input_size[1]}) as "
+          f"{args.variant} ONNX (opset {opset}, {exporter} exporter, batch {args.batch or 'dynamic'}) ...", flush=True)
+    path = export_onnx(model, config, args.output, variant=args.variant, opset=opset, batch=args.batch,
+                       postprocess=postprocess, exporter=exporter)
+    print(f"wrote {path} ({path.stat().st_size / 1e6:.1f} MB)")
     if frames is None:
-        return 0
+        return EXIT_OK
     report = verify_onnx(path, model, config, frames, postprocess, args.batch)
     print(f"check against the torch pipeline on {len(frames)} frame(s) (ONNX Runtime CPU):")
     print("\n".join(report.lines()))
     print("check: OK" if report.ok else "check: MISMATCH (see above)")
-    return 0 if report.ok else 2
+    return EXIT_OK if report.ok else EXIT_FAILURE
 
 
 if __name__ == "__main__":
