@@ -20,6 +20,7 @@ import torch
 
 from hybridnets_ros.conventions import IMAGE_SUFFIXES
 from hybridnets_ros.inference.letterbox import letterbox_images
+from hybridnets_ros.inference.predictor import channel_statistics, normalize_images
 from hybridnets_ros.inference.sample_frames import image_files
 from hybridnets_ros.model.config import ModelConfig
 
@@ -171,10 +172,7 @@ def network_inputs(frames: Sequence[np.ndarray], encodings: Sequence[str], confi
         # One frame at a time: a whole set of full-size frames at once would need gigabytes in the resize.
         letterboxed.append(letterbox_images([rgb.flip(0) if encoding.startswith("bgr") else rgb],
                                             config.input_size)[0])
-    batch = torch.cat(letterboxed)
-    mean = torch.tensor(config.mean, dtype=torch.float32).view(1, 3, 1, 1)
-    std = torch.tensor(config.std, dtype=torch.float32).view(1, 3, 1, 1)
-    return batch.to(torch.float32).div_(255).sub_(mean).div_(std)
+    return normalize_images(torch.cat(letterboxed), *channel_statistics(config))
 
 
 def inputs_digest(inputs: torch.Tensor) -> str:
