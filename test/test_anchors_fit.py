@@ -14,16 +14,16 @@ import yaml
 from hybridnets_ros.inference.letterbox import Letterbox
 from hybridnets_ros.model.anchors import generate_anchors
 from hybridnets_ros.model.config import ModelConfig
-from hybridnets_ros.training.anchors import (
+from hybridnets_ros.training.anchor_fit import (
     AnchorSet,
     anchor_shapes,
     fit_anchors,
     choose_octaves,
-    main,
     positional_quality,
     shape_iou,
     shape_quality,
 )
+from hybridnets_ros.training.anchors import main
 
 ANCHOR_SCALE = 1.25
 TRUE = AnchorSet(scales=(2**0.1, 2**0.45, 2**0.8), ratios=((0.5, 2.0), (1.0, 1.0), (1.6, 1 / 1.6)))

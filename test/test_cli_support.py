@@ -21,7 +21,8 @@ from hybridnets_ros.cli_support import (
 from hybridnets_ros.model.checkpoint import CheckpointError
 from hybridnets_ros.resources import resolve_weights
 from hybridnets_ros.training import distill_train
-from hybridnets_ros.training.train import TrainOptions, build_parser, options_from_args
+from hybridnets_ros.training.train import build_parser, options_from_args
+from hybridnets_ros.training.trainer import TrainOptions
 
 
 def _raise(exc: BaseException):

@@ -16,14 +16,8 @@ from hybridnets_ros.model.checkpoint import save_checkpoint
 from hybridnets_ros.model.config import ModelConfig
 from hybridnets_ros.model.hybridnets import HybridNets, HybridNetsOutput
 from hybridnets_ros.training.dataset import BddDataset, collate
-from hybridnets_ros.training.evaluate import (
-    evaluate_model,
-    format_table,
-    main,
-    seg_prediction,
-    seg_stats,
-    seg_truth,
-)
+from hybridnets_ros.training.evaluate import format_table, main
+from hybridnets_ros.training.evaluation import evaluate_model, seg_prediction, seg_stats, seg_truth
 from hybridnets_ros.training.metrics import box_iou
 from hybridnets_ros.training.project import ProjectConfig
 

@@ -84,7 +84,7 @@ def _rank_main(rank: int, world: int, port: int, project: str, config: str, meth
     import torch.distributed as dist
 
     from hybridnets_ros.training.dataset import collate
-    from hybridnets_ros.training.train import Trainer, TrainOptions, set_train_mode
+    from hybridnets_ros.training.trainer import Trainer, TrainOptions, set_train_mode
 
     trainer = Trainer(TrainOptions(project=project, model_config=config, output=f"{out}/run", batch_size=1,
                                    workers=0, val_every=0, device="cpu", no_augment=True, lr=1e-3,

@@ -9,7 +9,7 @@ import torch
 
 from hybridnets_ros.model.checkpoint import load_checkpoint
 from hybridnets_ros.training.dataset import collate
-from hybridnets_ros.training.train import (
+from hybridnets_ros.training.trainer import (
     FREEZE_GROUPS,
     cosine_with_warmup,
     precise_bn,

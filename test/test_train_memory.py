@@ -14,7 +14,7 @@ from hybridnets_ros.model.hybridnets import HybridNets
 from hybridnets_ros.training import infopro
 from hybridnets_ros.training.checkpointing import enable_activation_checkpointing
 from hybridnets_ros.training.dataset import collate
-from hybridnets_ros.training.train import set_train_mode
+from hybridnets_ros.training.trainer import set_train_mode
 from train_support import small_config, small_trainer, synth_project
 
 

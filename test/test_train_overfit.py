@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from hybridnets_ros.training.train import Trainer, TrainOptions
+from hybridnets_ros.training.trainer import Trainer, TrainOptions
 from train_support import make_toy_dataset, small_config
 
 STEPS = 60

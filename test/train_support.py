@@ -150,7 +150,7 @@ def synth_project(tmp_path_factory) -> Path:
 def small_trainer(project: Path, config: str | Path, output: Path, **overrides):
     """A CPU Trainer for short loops on ``project`` with model ``config``: batch 2, no workers, no validation, no
     augmentation, constant lr 1e-3, seed 0; ``overrides`` replace or add TrainOptions fields."""
-    from hybridnets_ros.training.train import Trainer, TrainOptions
+    from hybridnets_ros.training.trainer import Trainer, TrainOptions
 
     options = dict(project=str(project), model_config=str(config), output=str(output), batch_size=2, workers=0,
                    val_every=0, device="cpu", no_augment=True, lr=1e-3, scheduler="none", seed=0)

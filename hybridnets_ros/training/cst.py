@@ -32,7 +32,7 @@ from hybridnets_ros.training.distill import (
     ema_update,
     teacher_agreement,
 )
-from hybridnets_ros.training.evaluate import normalise_images
+from hybridnets_ros.training.evaluation import normalise_images
 from hybridnets_ros.training.losses import LossTerms
 from hybridnets_ros.training.unlabeled import UnlabeledStream, stream_from_options
 

@@ -54,10 +54,10 @@ from hybridnets_ros.training.distill import (
     parse_ownership,
     teacher_classes,
 )
-from hybridnets_ros.training.evaluate import evaluate_model, normalise_images
+from hybridnets_ros.training.evaluation import evaluate_model, normalise_images
 from hybridnets_ros.training.losses import HybridNetsLoss
 from hybridnets_ros.training.project import ProjectConfig, ProjectConfigError
-from hybridnets_ros.training.train import (
+from hybridnets_ros.training.trainer import (
     UNLABELED_FIELDS,
     OptimiserOptions,
     _worker_context,

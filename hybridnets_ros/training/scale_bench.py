@@ -105,7 +105,7 @@ def _status_kib(field: str) -> int:
 def measure_variant(args: argparse.Namespace) -> dict[str, Any]:
     """In this (fresh) process: train on one fixed batch; peak memory above rest and step time."""
     from hybridnets_ros.training.dataset import collate
-    from hybridnets_ros.training.train import Trainer, TrainOptions, set_train_mode
+    from hybridnets_ros.training.trainer import Trainer, TrainOptions, set_train_mode
 
     torch.set_num_threads(args.threads)
     trainer = Trainer(TrainOptions(project=args.project, model_config=args.model_config, output=args.output,
@@ -132,7 +132,7 @@ def paired_times(args: argparse.Namespace) -> dict[str, Any]:
     """In one process: plain and checkpointed trainers take turns on the same batch, so load on the shared host
     hits both alike; the median of the per-pair time ratios."""
     from hybridnets_ros.training.dataset import collate
-    from hybridnets_ros.training.train import Trainer, TrainOptions, set_train_mode
+    from hybridnets_ros.training.trainer import Trainer, TrainOptions, set_train_mode
 
     torch.set_num_threads(args.threads)
     trainers = [Trainer(TrainOptions(project=args.project, model_config=args.model_config, output=args.output,
