@@ -2,14 +2,14 @@
 from __future__ import annotations
 
 import fcntl
-import os
 import random
-import sys
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+
+from hybridnets_ros.testing.environment import ros_environment
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SHARED_DIR = REPO_ROOT.parent / "shared"
@@ -74,15 +74,9 @@ def ros_domain_id() -> Iterator[int]:
 
 @pytest.fixture
 def ros_env(tmp_path: Path, ros_domain_id: int) -> dict[str, str]:
-    """Environment for a ROS subprocess: DDS kept on this host, a domain of its own, logs under tmp_path."""
-    env = dict(os.environ)
-    env.update(
-        ROS_AUTOMATIC_DISCOVERY_RANGE="LOCALHOST",
-        ROS_DOMAIN_ID=str(ros_domain_id),
-        ROS_LOG_DIR=str(tmp_path / "ros_log"),
-        RMW_IMPLEMENTATION="rmw_fastrtps_cpp",
-        AMENT_PREFIX_PATH=sys.prefix,
-        PYTHONUNBUFFERED="1",
-    )
+    """Environment for a ROS subprocess (:func:`ros_environment` in its own domain): DDS kept on this host whatever
+    the caller's environment says, logs under tmp_path."""
+    env = ros_environment(domain_id=ros_domain_id)
+    env.update(ROS_AUTOMATIC_DISCOVERY_RANGE="LOCALHOST", ROS_LOG_DIR=str(tmp_path / "ros_log"), PYTHONUNBUFFERED="1")
     env.setdefault("HOME", str(tmp_path))
     return env
