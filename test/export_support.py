@@ -10,8 +10,7 @@ import torch
 from golden_support import MIN_IOU, mask_agreement  # noqa: F401 (mask_agreement: the backend tests import it here)
 from hybridnets_ros.conventions import DetectionThresholds
 from hybridnets_ros.inference.backends import create_backend
-from hybridnets_ros.inference.box_pairing import box_agreement
-from hybridnets_ros.inference.export.verify import matched_min_iou
+from hybridnets_ros.inference.box_pairing import box_agreement, matched_min_iou
 from hybridnets_ros.inference.pipeline import HybridNetsPipeline
 from hybridnets_ros.inference.postprocess import Detections
 from hybridnets_ros.inference.sample_frames import synthetic_frames

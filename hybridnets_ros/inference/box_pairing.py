@@ -57,6 +57,18 @@ def _partner(ious: np.ndarray, taken: set[int]) -> tuple[int, float]:
     return best, float(row[best])
 
 
+def matched_min_iou(ious: np.ndarray) -> float:
+    """Smallest IoU of (N, M) ``ious`` when each reference box (row, by rank) takes its best still free partner
+    (column), however low; a row left without a free column counts 0. 1.0 without rows."""
+    taken: set[int] = set()
+    worst = 1.0
+    for row in ious:
+        partner, iou = _partner(row, taken)
+        taken.add(partner)
+        worst = min(worst, iou)
+    return worst
+
+
 def pair_boxes(ref_boxes: np.ndarray, ref_scores: np.ndarray, ref_classes: np.ndarray, boxes: np.ndarray,
                scores: np.ndarray, classes: np.ndarray, cut: float, min_iou: float) -> BoxPairing:
     """Pair every box scoring above ``cut`` on either side (reference: (N, 4) x1y1x2y2, (N,) scores, (N,) class

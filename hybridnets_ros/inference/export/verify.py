@@ -17,7 +17,7 @@ from torch import nn
 from hybridnets_ros.conventions import DetectionThresholds
 from hybridnets_ros.inference.backends import create_backend
 from hybridnets_ros.inference.backends.optional_import import import_runtime
-from hybridnets_ros.inference.box_pairing import box_agreement
+from hybridnets_ros.inference.box_pairing import box_agreement, matched_min_iou
 from hybridnets_ros.inference.export.exporter import (
     POSTPROCESSED_INPUTS,
     POSTPROCESSED_OUTPUTS,
@@ -71,17 +71,6 @@ class VerificationReport:
                        f"{f.min_iou_by_rank:.4f}, matched {f.min_iou_matched:.4f}, mask agreement "
                        f"{100 * f.mask_agreement:.3f}% -> {'ok' if f.ok else 'MISMATCH'}")
         return out
-
-
-def matched_min_iou(ious: np.ndarray) -> float:
-    """Smallest IoU when each reference box (rows, by rank) takes its best still unmatched partner (columns)."""
-    ious = ious.copy()
-    worst = 1.0
-    for row in range(ious.shape[0]):
-        best = int(ious[row].argmax())
-        worst = min(worst, float(ious[row, best]))
-        ious[:, best] = -1.0
-    return worst
 
 
 def compare_frame(reference: FrameResult, boxes: np.ndarray, class_ids: np.ndarray, mask: np.ndarray) -> FrameAgreement:
