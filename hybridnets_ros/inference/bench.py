@@ -39,6 +39,7 @@ import numpy as np
 import torch
 
 from hybridnets_ros import resources
+from hybridnets_ros.cli_support import configure_logging
 from hybridnets_ros.conventions import IMAGE_SUFFIXES
 from hybridnets_ros.inference.backends import create_backend, resolve_device
 from hybridnets_ros.inference.pipeline import HybridNetsPipeline
@@ -255,7 +256,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    configure_logging(logging.WARNING)
     device = resolve_device(args.device)
     specs = backend_specs(max(args.batch_sizes))
     default = DEFAULT_CUDA_BACKENDS if device.type == "cuda" else DEFAULT_CPU_BACKENDS

@@ -54,6 +54,7 @@ from rosbags.typesys import Stores, get_types_from_msg, get_typestore
 from rosbags.typesys.store import Typestore
 from rosgraph_msgs.msg import Clock
 
+from hybridnets_ros.cli_support import configure_logging
 from hybridnets_ros.encodings import ENCODINGS, PIPELINE_ENCODINGS
 
 LOG = logging.getLogger(__name__)
@@ -508,7 +509,7 @@ def _parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     own, ros_args = _split_ros_args(list(sys.argv[1:] if argv is None else argv))
     args = _parser().parse_args(own)
-    logging.basicConfig(level=logging.INFO, format="[%(name)s] %(message)s")
+    configure_logging()
     # DDS stays on this host unless the caller decided otherwise (project rule for every ROS process).
     os.environ.setdefault("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
     # SIGINT/SIGTERM end the work through `stop` instead of tearing rclpy down, so a recorder can still write
