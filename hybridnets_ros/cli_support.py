@@ -48,10 +48,14 @@ class _ConsoleHandler(logging.StreamHandler):
         pass
 
 
-def configure_logging(level: int = logging.INFO, stream: str = "stderr") -> None:
-    """The entry points' logging: :data:`LOG_FORMAT` at ``level`` on ``stream`` ("stderr" or "stdout").
+def configure_logging(level: int | str = logging.INFO, stream: str = "stderr",
+                      package_level: int | str | None = None) -> None:
+    """The entry points' logging: :data:`LOG_FORMAT` at ``level`` on ``stream`` ("stderr" or "stdout"); this
+    package's own loggers at ``package_level`` when given (a command whose libraries are chatty keeps them at
+    ``level`` and shows its own messages), else at ``level`` too.
 
-    Called again (several commands run in one process, as in the tests) it replaces its handler instead of adding one.
+    Called again (several commands run in one process, as in the tests) it replaces its handler and the package
+    level instead of adding to them.
     """
     if stream not in ("stderr", "stdout"):
         raise ValueError(f"stream must be 'stderr' or 'stdout', got {stream!r}")
@@ -62,6 +66,7 @@ def configure_logging(level: int = logging.INFO, stream: str = "stderr") -> None
     handler.setFormatter(logging.Formatter(LOG_FORMAT))
     root.addHandler(handler)
     root.setLevel(level)
+    logging.getLogger("hybridnets_ros").setLevel(logging.NOTSET if package_level is None else package_level)
 
 
 def _one_line(exc: BaseException) -> str:

@@ -72,6 +72,19 @@ def test_logging_is_configured_once_and_follows_the_stream(capsys) -> None:
     assert LOG_FORMAT == "%(levelname)s %(name)s: %(message)s"
 
 
+def test_package_level_is_reset_by_the_next_command(capsys) -> None:
+    # hybridnets-export shows the package's INFO over chatty libraries held at WARNING; a command configured after it
+    # in the same process (as in the tests) must not inherit that.
+    configure_logging(logging.WARNING, package_level="INFO")
+    logging.getLogger("onnx.some.module").info("library chatter")
+    logging.getLogger("hybridnets_ros.export").info("exported")
+    assert capsys.readouterr().err == "INFO hybridnets_ros.export: exported\n"
+    configure_logging(logging.WARNING)
+    logging.getLogger("hybridnets_ros.export").info("hidden again")
+    assert capsys.readouterr().err == ""
+    configure_logging()
+
+
 def test_train_parser_is_made_from_the_options_dataclass() -> None:
     parser = build_parser()
     assert options_from_args(parser.parse_args(["--project", "p.yaml"])) == TrainOptions(project="p.yaml")

@@ -94,9 +94,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error("--output is required (or use --tensorrt-engine, or --precision int8)")
     if args.precision == "fp16" and not args.tensorrt_engine:
         parser.error("--precision fp16 is for --tensorrt-engine; the ONNX export is fp32")
-    configure_logging(logging.WARNING)
     # Only this package's messages at the chosen level: the exporter's libraries are chatty at INFO.
-    logging.getLogger("hybridnets_ros").setLevel(args.log_level)
+    configure_logging(logging.WARNING, package_level=args.log_level)
     return run_command("hybridnets-export", lambda: _run(args), bad_input=(CheckpointError,))
 
 
