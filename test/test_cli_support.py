@@ -21,6 +21,7 @@ from hybridnets_ros.cli_support import (
 from hybridnets_ros.model.checkpoint import CheckpointError
 from hybridnets_ros.resources import resolve_weights
 from hybridnets_ros.training import distill_train
+from hybridnets_ros.training.distiller import DistillOptions
 from hybridnets_ros.training.train import build_parser, options_from_args
 from hybridnets_ros.training.trainer import TrainOptions
 
@@ -103,7 +104,7 @@ def test_distill_parser_is_made_from_its_options_dataclass() -> None:
     parser = distill_train.build_parser()
     args = ["--teacher", "a.pt", "--owns", "det", "seg", "--teacher", "b.pt", "--owns", "car", "--student", "d0",
             "--unlabeled", "x", "y"]
-    assert distill_train.options_from_args(parser.parse_args(args)) == distill_train.DistillOptions(
+    assert distill_train.options_from_args(parser.parse_args(args)) == DistillOptions(
         teacher=["a.pt", "b.pt"], owns=[["det", "seg"], ["car"]], student="d0", unlabeled=["x", "y"])
     with pytest.raises(SystemExit):  # the shared optimiser field, worded for this command: no plateau schedule
         parser.parse_args([*args, "--scheduler", "plateau"])

@@ -19,7 +19,7 @@ from hybridnets_ros.model.config import load_model_config
 from hybridnets_ros.model.hybridnets import HybridNets
 from hybridnets_ros.resources import resolve_model_config
 from hybridnets_ros.training import distill_train, train
-from hybridnets_ros.training.distill_train import DistillOptions, Distiller
+from hybridnets_ros.training.distiller import DistillOptions, Distiller
 from hybridnets_ros.training.evaluation import normalise_images
 from hybridnets_ros.training.trainer import TrainOptions, Trainer
 from train_support import make_toy_dataset, simple_scene, small_config

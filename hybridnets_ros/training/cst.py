@@ -47,7 +47,7 @@ def grader_of(student: int) -> int:
 
 
 class LabeledTrainer(Protocol):
-    """What CST uses of ``train.Trainer``."""
+    """What CST uses of ``trainer.Trainer``."""
 
     device: torch.device
     anchors: Tensor
