@@ -15,7 +15,7 @@ from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from hybridnets_ros.cli_support import option
-from hybridnets_ros.model.anchors import generate_anchors
+from hybridnets_ros.inference.predictor import HybridNetsPredictor
 from hybridnets_ros.model.checkpoint import build_model, load_checkpoint, save_checkpoint
 from hybridnets_ros.model.config import ModelConfig, load_model_config
 from hybridnets_ros.model.hybridnets import HybridNets, HybridNetsOutput
@@ -134,7 +134,8 @@ class Distiller:
         self.position = (0, 0)
         self.labeled_epoch = 0
         self.loss = HybridNetsLoss(self.config.seg_mode)
-        self.anchors = generate_anchors(self.config, self.config.input_size).to(self.device)
+        # The inference convention's anchors, as the trainer's loss uses them.
+        self.anchors = HybridNetsPredictor(self.config).to(self.device).anchors
         self.amp_dtype = torch.float16 if self.device.type == "cuda" else torch.bfloat16
         self.scaler = torch.amp.GradScaler("cuda", enabled=options.amp and self.device.type == "cuda")
         self.train_set = self.val_loader = None
