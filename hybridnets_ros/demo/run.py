@@ -27,7 +27,7 @@ import numpy as np
 from hybridnets_ros.demo.drive import START_NS, DriveBag, write_drive_bag
 from hybridnets_ros.demo.monitor import GraphMonitor
 from hybridnets_ros.demo.report import OutputReport, percentiles, read_output_bag
-from hybridnets_ros.resources import bundled_weights
+from hybridnets_ros.resources import WeightsFileError, resolve_weights
 from hybridnets_ros.ros.bag import play_bag
 from hybridnets_ros.testing.environment import ros_environment
 from hybridnets_ros.testing.node_process import node_arguments
@@ -359,15 +359,13 @@ def run_demo(options: DemoOptions) -> dict[str, Any]:
     """Run the whole demo; returns the summary (also written to summary.json). Raises DemoError on failure."""
     if options.frames < 1 or options.rate <= 0:
         raise DemoError("--frames must be at least 1 and --rate positive")
-    weights = options.weights
-    if weights is not None and not Path(weights).expanduser().is_file():
-        raise DemoError(f"weights file '{weights}' does not exist: pass a HybridNets checkpoint (.pt) or leave "
-                        "--weights out for the bundled model")
-    if weights is None and not bundled_weights().is_file():
-        raise DemoError(f"the bundled model {bundled_weights()} is missing: reinstall the package (make setup) or "
-                        "pass --weights PATH")
+    try:
+        weights = resolve_weights(options.weights, "--weights")
+    except WeightsFileError as exc:
+        raise DemoError(str(exc)) from exc
+    # The node is given no weights for the bundled model, so that it reports (and the summary says) "bundled".
     options = dataclasses.replace(options, output=Path(options.output).expanduser().resolve(),
-                                  weights=Path(weights).expanduser().resolve() if weights else None)
+                                  weights=weights.resolve() if options.weights else None)
     timings = Timings()
     paths = DemoPaths(options.output)
     paths.prepare()
