@@ -727,6 +727,9 @@ def main(args: Sequence[str] | None = None) -> int:
                 node.get_logger().error("autostart failed: exiting (start with -p autostart:=false to keep the "
                                         "node alive for the lifecycle services)")
                 return EXIT_FAILURE
+        # rclpy's handlers chain to the Python ones: with default_int_handler still there, a KeyboardInterrupt
+        # could surface inside rclpy's C++ calls as an unrelated RuntimeError; rclpy's own shutdown is enough.
+        _ignore_exit_signals()
         install_signal_handlers(SignalHandlerOptions.ALL)
         rclpy.spin(node)
     except (KeyboardInterrupt, ExternalShutdownException):
