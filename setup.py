@@ -75,6 +75,7 @@ setup(
             "hybridnets-export = hybridnets_ros.inference.export.cli:main",
             "hybridnets-train = hybridnets_ros.training.train:main",
             "hybridnets-distill = hybridnets_ros.training.distill_train:main",
+            "hybridnets-adapt-bn = hybridnets_ros.training.adapt_bn:main",
             "hybridnets-eval = hybridnets_ros.training.evaluate:main",
             "hybridnets-anchors = hybridnets_ros.training.anchors:main",
             "hybridnets-synth = hybridnets_ros.synth.cli:main",

@@ -30,6 +30,7 @@ CONSOLE_SCRIPTS = {
     "hybridnets-anchors": "hybridnets_ros.training.anchors:main",
     "hybridnets-synth": "hybridnets_ros.synth.cli:main",
     "hybridnets-distill": "hybridnets_ros.training.distill_train:main",
+    "hybridnets-adapt-bn": "hybridnets_ros.training.adapt_bn:main",
     "hybridnets_node": "hybridnets_ros.ros.node:main",
 }
 

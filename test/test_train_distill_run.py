@@ -74,9 +74,13 @@ def student_config(tmp_path_factory) -> Path:
 
 
 def distill_objective(distiller: Distiller, images: torch.Tensor) -> dict[str, float]:
-    """The distillation terms on fixed images, without updating anything."""
-    with torch.no_grad():
-        return {k: float(v) for k, v in distiller.loss_terms(images, None).items()}
+    """The distillation terms on fixed images and the student's view of step 0, without updating anything."""
+    step, distiller.global_step = distiller.global_step, 0
+    try:
+        with torch.no_grad():
+            return {k: float(v) for k, v in distiller.loss_terms(images, None).items()}
+    finally:
+        distiller.global_step = step
 
 
 def run_distillation(options: DistillOptions) -> tuple[dict[str, float], dict[str, float], dict]:

@@ -4,7 +4,8 @@ unlabeled frames.
 Each teacher is the exponential moving average (EMA) of its own student. On an unlabeled batch both teachers predict;
 student 1 learns from teacher 2 and student 2 from teacher 1 (S1 -> T1 -> S2 -> T2 -> S1), so no teacher grades its
 own student and one pair's mistakes are not fed straight back to it. The pseudo-labels are the grading teacher's
-soft outputs (the distillation terms of ``distill.py``), each anchor-class, anchor and pixel weighted by how much the
+soft outputs on the clean frame (the distillation terms of ``distill.py``), learnt by the students from a
+photometrically jittered view of it (``--student-augment``), each anchor-class, anchor and pixel weighted by how much the
 two teachers agree there (:func:`~hybridnets_ros.training.distill.teacher_agreement`). Every step also trains both
 students on a labeled batch with the usual losses; each student's labeled and unlabeled terms are added with
 self-balancing weights (:func:`~hybridnets_ros.training.distill.balanced_sum`).
@@ -23,6 +24,7 @@ from torch import Tensor, nn
 
 from hybridnets_ros.model.config import ModelConfig
 from hybridnets_ros.model.hybridnets import HybridNetsOutput
+from hybridnets_ros.training.adaptation import StudentView, adapt_networks, student_train_mode
 from hybridnets_ros.training.distill import (
     Agreement,
     Ownership,
@@ -61,7 +63,8 @@ class CycleSelfTraining:
     """The second student, both EMA teachers and the unlabeled stream of a CST run."""
 
     def __init__(self, first: nn.Module, second: nn.Module, config: ModelConfig, stream: UnlabeledStream,
-                 batch_size: int, decay: float, burn_in: int = 0) -> None:
+                 batch_size: int, decay: float, burn_in: int = 0,
+                 view: StudentView = StudentView("none", 0), frozen_statistics: bool = False) -> None:
         if not 0.0 <= decay < 1.0:
             raise ValueError(f"--ema-decay must be in [0, 1), got {decay}")
         self.students = (first, second)
@@ -71,9 +74,15 @@ class CycleSelfTraining:
         self.batch_size = batch_size
         self.decay = decay
         self.burn_in = burn_in
+        self.view = view
+        self.frozen_statistics = frozen_statistics
         self.position = (0, 0)  # (pass, frames consumed) of the unlabeled stream
         self.ownership = Ownership(tuple(range(config.num_classes)), seg=True)
         self._batches = None
+
+    def train_mode(self) -> None:
+        """Student 2 in train mode like the trainer's student 1 (BatchNorm statistics frozen after ``--adapt-bn``)."""
+        student_train_mode(self.students[1], self.frozen_statistics)
 
     def parameters(self) -> list[nn.Parameter]:
         """Student 2's trainable parameters (student 1's are the trainer's own)."""
@@ -111,10 +120,12 @@ class CycleSelfTraining:
                                     batch.annotations.to(trainer.device), batch.seg.to(trainer.device))
         per_student = [_named(first_terms), _named(second_terms)]
         if step >= self.burn_in:
-            images = normalise_images(self.next_unlabeled(), self.config, trainer.device)
+            raw = self.next_unlabeled().to(trainer.device)
+            clean = normalise_images(raw, self.config, trainer.device)
+            seen = normalise_images(self.view(raw, step), self.config, trainer.device)
             with trainer.autocast():
-                targets, agreement = self.pseudo_targets(images)
-                outputs = [student(images) for student in self.students]
+                targets, agreement = self.pseudo_targets(clean)
+                outputs = [student(seen) for student in self.students]
             for index, output in enumerate(outputs):
                 per_student[index].update(self.unlabeled_terms(index, output, targets, agreement))
         totals = [balanced_sum(terms) for terms in per_student]
@@ -152,8 +163,11 @@ def build_cst(first: nn.Module, config: ModelConfig, options: Any, device: torch
     """CST for a trainer whose student 1 is ``first``; ``options`` are ``TrainOptions``.
 
     Student 2 starts from student 1's weights when those came from a checkpoint (``--weights``), else from its own
-    random initialisation (seed + 1), so the two pairs differ from the first step.
+    random initialisation (seed + 1), so the two pairs differ from the first step. With ``--adapt-bn`` student 1
+    comes with the unlabeled frames' BatchNorm statistics (the trainer re-estimated them); a copy keeps them, a new
+    student 2 gets its own, unless resuming. The teachers start as copies of their students.
     """
+    stream = stream_from_options(options, config.input_size)
     if options.weights:
         second = copy.deepcopy(first)
     else:
@@ -161,5 +175,7 @@ def build_cst(first: nn.Module, config: ModelConfig, options: Any, device: torch
             torch.manual_seed(options.seed + 1)
             second = type(first)(config)
         second = second.to(device)
-    stream = stream_from_options(options, config.input_size)
-    return CycleSelfTraining(first, second, config, stream, options.batch_size, options.ema_decay, options.burn_in)
+        if options.adapt_bn and not options.resume:
+            adapt_networks([(second, config)], stream, options.batch_size, device, options)
+    return CycleSelfTraining(first, second, config, stream, options.batch_size, options.ema_decay, options.burn_in,
+                             StudentView(options.student_augment, options.seed), options.adapt_bn > 0)

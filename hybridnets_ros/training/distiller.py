@@ -7,7 +7,7 @@ import logging
 import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Iterator, Sequence
 
 import torch
 from torch import Tensor
@@ -20,6 +20,12 @@ from hybridnets_ros.model.checkpoint import build_model, load_checkpoint, save_c
 from hybridnets_ros.model.config import ModelConfig, load_model_config
 from hybridnets_ros.model.hybridnets import HybridNets, HybridNetsOutput
 from hybridnets_ros.training import distributed
+from hybridnets_ros.training.adaptation import (
+    AdaptationOptions,
+    StudentView,
+    adapt_networks,
+    student_train_mode,
+)
 from hybridnets_ros.training.dataset import Batch, BddDataset, collate
 from hybridnets_ros.training.distill import (
     CLASS_LOSSES,
@@ -33,6 +39,7 @@ from hybridnets_ros.training.distill import (
 from hybridnets_ros.training.evaluation import evaluate_model, normalise_images
 from hybridnets_ros.training.losses import HybridNetsLoss
 from hybridnets_ros.training.project import ProjectConfig
+from hybridnets_ros.training.style import ColourMoments, restyle_like
 from hybridnets_ros.training.trainer import (
     OptimiserOptions,
     _worker_context,
@@ -43,13 +50,15 @@ from hybridnets_ros.training.trainer import (
     optimisation_state,
     read_training_state,
 )
-from hybridnets_ros.training.unlabeled import stream_from_options
+from hybridnets_ros.training.unlabeled import UnlabeledStream, stream_from_options
 
 logger = logging.getLogger(__name__)
 
+STYLE_FRAMES = 200  # frames whose average colour moments stand for the teachers' domain
+
 
 @dataclass
-class DistillOptions(OptimiserOptions):
+class DistillOptions(OptimiserOptions, AdaptationOptions):
     """Every ``hybridnets-distill`` option; the CLI flags are these names with dashes."""
 
     teacher: list[str] = option(help_text="teacher checkpoint; repeat for several teachers, each followed by its "
@@ -71,15 +80,24 @@ class DistillOptions(OptimiserOptions):
     seg_loss: str = option("kl", "segmentation: T^2-scaled KL of temperature-T distributions, or MSE of the logits",
                            choices=SEG_LOSSES)
     temperature: float = option(1.0, "segmentation distillation temperature T")
+    teacher_style: list[str] | None = option(None, "frames of the teachers' own domain (image folders, videos, "
+                                                   "rosbag2 with one image topic; e.g. their training images): "
+                                                   "teachers see each unlabeled frame with its colour mean and std "
+                                                   "per channel matched to those frames' average")
+    restyle_labeled: bool = option(False, "show each labeled frame with the colour mean and std of an unlabeled "
+                                          "frame of the same step: the labels in the drives' colours")
     val_every: int = option(1000, "validate on --labeled's val split every N steps")
     save_every: int = option(1000, "write last.pt every N steps (and at the end)")
     resume: bool = option(False, "continue OUTPUT/last.pt (weights, optimizer, stream)")
 
     def validate(self) -> None:
+        self.validate_adaptation()
         if self.owns is None and len(self.teacher) > 1:
             raise ValueError("several --teacher need one --owns each (det, seg or class names), in teacher order")
         if self.owns is not None and len(self.owns) != len(self.teacher):
             raise ValueError(f"{len(self.teacher)} --teacher but {len(self.owns)} --owns: give each teacher one --owns")
+        if self.restyle_labeled and not self.labeled:
+            raise ValueError("--restyle-labeled restyles the --labeled frames: give --labeled DATASET.yaml")
         if self.scheduler not in ("cosine", "none"):
             raise ValueError(f"--scheduler must be cosine or none, got {self.scheduler!r}")
         if self.max_steps < 1 or self.batch_size < 1 or self.lr <= 0 or self.save_every < 1:
@@ -88,6 +106,15 @@ class DistillOptions(OptimiserOptions):
             raise ValueError("--val-every, --grad-clip and --workers must not be negative")
         if self.resume and not (Path(self.output) / "last.pt").is_file():
             raise ValueError(f"--resume continues {Path(self.output) / 'last.pt'}, which is missing")
+
+
+def domain_colours(sources: Sequence[str], input_hw: tuple[int, int], batch_size: int, seed: int) -> ColourMoments:
+    """The average colour moments of the first ``STYLE_FRAMES`` frames of ``sources`` (the teachers' domain)."""
+    batches = (images for images, _, _ in UnlabeledStream(sources, input_hw, seed=seed).batches(batch_size))
+    moments = ColourMoments.of_frames(batches, math.ceil(STYLE_FRAMES / batch_size))
+    logger.info("teachers see unlabeled frames in the colours of %s: mean %s, std %s (RGB)", ", ".join(sources),
+                [round(v, 1) for v in moments.mean.tolist()], [round(v, 1) for v in moments.std.tolist()])
+    return moments
 
 
 class Teacher:
@@ -131,6 +158,15 @@ class Distiller:
                          for i, path in enumerate(options.teacher)]
         check_exclusive([t.ownership for t in self.teachers], self.config)
         self.stream = stream_from_options(options, self.config.input_size)
+        self.teacher_view = None
+        if options.teacher_style:
+            self.teacher_view = domain_colours(options.teacher_style, self.config.input_size, options.batch_size,
+                                               options.seed).apply
+        if options.adapt_bn and resume_state is None:
+            adapt_networks([(t.model, t.config) for t in self.teachers], self.stream, options.batch_size, self.device,
+                           options, self.teacher_view)
+            adapt_networks([(self.model, self.config)], self.stream, options.batch_size, self.device, options)
+        self.student_view = StudentView(options.student_augment, options.seed)
         self.position = (0, 0)
         self.labeled_epoch = 0
         self.loss = HybridNetsLoss(self.config.seg_mode)
@@ -184,19 +220,27 @@ class Distiller:
         return torch.autocast(self.device.type, dtype=self.amp_dtype, enabled=self.options.amp)
 
     def loss_terms(self, images: Tensor, labeled: Batch | None) -> dict[str, Tensor]:
-        """Every term of one step: each teacher's on the (B,3,H,W) uint8 unlabeled images, and the labeled ones."""
+        """Every term of one step: each teacher's on the (B,3,H,W) uint8 unlabeled images (the teachers see them
+        clean or in their own colours with ``--teacher-style``, the student through ``--student-augment``), and the
+        labeled ones (in the unlabeled frames' colours with ``--restyle-labeled``)."""
         options = self.options
+        images = images.to(self.device)
+        graded = self.teacher_view(images) if self.teacher_view is not None else images
         with self.autocast():
-            teacher_outputs = [teacher(images, self.device) for teacher in self.teachers]
-            student = self.model(normalise_images(images, self.config, self.device))
+            teacher_outputs = [teacher(graded, self.device) for teacher in self.teachers]
+            student_input = self.student_view(images, self.global_step)
+            student = self.model(normalise_images(student_input, self.config, self.device))
         terms: dict[str, Tensor] = {}
         for teacher, target in zip(self.teachers, teacher_outputs):
             owned = distill_terms(student, target, teacher.ownership, teacher.channels, self.config.seg_mode,
                                   options.class_loss, options.seg_loss, options.temperature)
             terms.update({f"{teacher.name}/{name}": value for name, value in owned.items()})
         if labeled is not None:
+            labeled_images = labeled.images.to(self.device)
+            if options.restyle_labeled:
+                labeled_images = restyle_like(labeled_images, images)
             with self.autocast():
-                out = self.model(normalise_images(labeled.images, self.config, self.device))
+                out = self.model(normalise_images(labeled_images, self.config, self.device))
             labeled_terms = self.loss(out.regression, out.classification, out.segmentation, self.anchors,
                                       labeled.annotations.to(self.device), labeled.seg.to(self.device))
             terms.update({f"labeled/{name}": value for name, value in
@@ -245,7 +289,7 @@ class Distiller:
         options = self.options
         unlabeled = self.stream.batches(options.batch_size, self.position)
         labeled = self.labeled_batches() if self.train_set is not None else None
-        self.model.train()
+        student_train_mode(self.model, options.adapt_bn > 0)
         first = last = None
         metrics: dict[str, float] | None = None
         progress = tqdm(range(self.global_step, options.max_steps), initial=self.global_step,
@@ -264,7 +308,7 @@ class Distiller:
                 final = self.global_step == options.max_steps
                 if self.val_loader is not None and (self.global_step % options.val_every == 0 or final):
                     metrics = self.validate()
-                    self.model.train()
+                    student_train_mode(self.model, options.adapt_bn > 0)
                 if final or self.global_step % options.save_every == 0:
                     save_checkpoint(self.output / "last.pt", self.model, self.config,
                                     **self.checkpoint_extras(metrics))

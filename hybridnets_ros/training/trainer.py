@@ -34,12 +34,15 @@ from hybridnets_ros.model.config import ModelConfig, load_model_config
 from hybridnets_ros.model.hybridnets import HybridNets
 from hybridnets_ros.training import distributed, infopro
 from hybridnets_ros.training import grad_compression as compression
+from hybridnets_ros.training.adaptation import AdaptationOptions, adapt_networks
+from hybridnets_ros.training.batchnorm import freeze_statistics, reestimate_batchnorm, scope_batchnorms
 from hybridnets_ros.training.checkpointing import enable_activation_checkpointing
 from hybridnets_ros.training.cst import SEMI_SUPERVISED, CycleSelfTraining, build_cst
 from hybridnets_ros.training.dataset import Batch, BddDataset, collate, describe
 from hybridnets_ros.training.evaluation import evaluate_model, normalise_images
 from hybridnets_ros.training.losses import HybridNetsLoss, LossTerms
 from hybridnets_ros.training.project import ProjectConfig
+from hybridnets_ros.training.unlabeled import stream_from_options
 
 logger = logging.getLogger(__name__)
 
@@ -81,7 +84,7 @@ UNLABELED_FIELDS = ("unlabeled", "topic", "every", "min_gap")
 
 
 @dataclass
-class TrainOptions(OptimiserOptions):
+class TrainOptions(OptimiserOptions, AdaptationOptions):
     """Every ``hybridnets-train`` option; the CLI flags are these names with dashes (:func:`build_parser`)."""
 
     project: str = option(help_text="dataset yaml (dataroot, labelroot, segroot, obj_list, ...)")
@@ -126,6 +129,15 @@ class TrainOptions(OptimiserOptions):
     burn_in: int = option(0, "cst: steps on labeled batches only, teachers copying their students", group=_SEMI)
 
     def validate(self) -> None:
+        self.validate_adaptation()
+        if self.adapt_bn and not self.unlabeled:
+            raise ValueError("--adapt-bn re-estimates BatchNorm statistics on unlabeled frames of the new domain: give "
+                             "--unlabeled SRC")
+        if self.adapt_bn and self.precise_bn:
+            raise ValueError("--precise-bn re-estimates BatchNorm statistics on labeled batches before each "
+                             "validation, which undoes --adapt-bn: use one of them")
+        if self.unlabeled and not (self.adapt_bn or self.semi_supervised == "cst"):
+            raise ValueError("--unlabeled frames are used by --adapt-bn and --semi-supervised cst: add one of them")
         if self.optimizer not in ("adamw", "sgd"):
             raise ValueError(f"--optimizer must be adamw or sgd, got {self.optimizer!r}")
         if self.scheduler not in ("cosine", "plateau", "none"):
@@ -271,6 +283,10 @@ class Trainer:
         self.aux_heads: nn.ModuleList | None = None
         if options.local_modules:
             self._build_local_modules()
+        if options.adapt_bn and resume_state is None:
+            # Every rank reads the same frames, so distributed ranks end with the same statistics.
+            adapt_networks([(self.model, self.config)], stream_from_options(options, self.config.input_size),
+                           options.batch_size, self.device, options)
         self.cst: CycleSelfTraining | None = None
         if options.semi_supervised == "cst":
             if self.context.is_distributed:
@@ -493,9 +509,18 @@ class Trainer:
         self.train_set.set_epoch(epoch)
         yield from self.train_loader
 
+    def train_mode(self) -> None:
+        """Train mode for the networks that learn; frozen parts, and BatchNorm statistics after ``--adapt-bn``,
+        stay in eval mode."""
+        set_train_mode(self.net, self.frozen)
+        if self.options.adapt_bn:
+            freeze_statistics(self.model)
+        if self.cst is not None:
+            self.cst.train_mode()
+
     def train_epoch(self, epoch: int) -> tuple[float, bool]:
         """(mean total loss over ranks, whether --max-steps was reached)."""
-        set_train_mode(self.net, self.frozen)
+        self.train_mode()
         progress = tqdm(self.batches(epoch), total=self.steps_per_epoch, unit="step", dynamic_ncols=True,
                         desc=f"epoch {epoch + 1}/{self.options.epochs}", disable=not self.context.is_main)
         total, count, reached = 0.0, 0, False
@@ -608,37 +633,19 @@ def read_training_state(path: Path) -> dict[str, Any]:
     return state
 
 
-@torch.no_grad()
 def precise_bn(model: nn.Module, frozen: Sequence[nn.Module], batches: Iterator[Batch], config: ModelConfig,
                device: torch.device, num_batches: int) -> int:
-    """Re-estimate the running statistics of the trainable BatchNorms as plain averages over ``num_batches``.
+    """Re-estimate the running statistics of the trainable BatchNorms as plain averages over ``num_batches``
+    training batches (frozen parts are left untouched); returns the batches used.
 
     With the reference's BN momentum of 0.01 the running statistics trail the weights by about a hundred steps,
     which makes eval-mode results of short runs (fine-tuning stages, small datasets) much worse than the training
-    loss suggests. The statistics are gathered with everything else in eval mode (no dropout, no drop-connect), so
-    they describe the network as it runs at inference. Frozen parts are left untouched. Returns the batches used.
+    loss suggests.
     """
     frozen_bns = {id(m) for part in frozen for m in part.modules()}
-    bns = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm) and id(m) not in frozen_bns]
-    momenta = [bn.momentum for bn in bns]
-    was_training = model.training
-    model.eval()
-    for bn in bns:
-        bn.reset_running_stats()
-        bn.momentum = None  # cumulative moving average: every batch weighs the same
-        bn.train()
-    used = 0
-    try:
-        for batch in batches:
-            if used >= num_batches:
-                break
-            model(normalise_images(batch.images, config, device))
-            used += 1
-    finally:
-        for bn, momentum in zip(bns, momenta):
-            bn.momentum = momentum
-        model.train(was_training)
-    return used
+    layers = [bn for bn in scope_batchnorms(model, "all") if id(bn) not in frozen_bns]
+    inputs = (normalise_images(batch.images, config, device) for batch in batches)
+    return reestimate_batchnorm(model, layers, inputs, num_batches)
 
 
 def _worker_context() -> multiprocessing.context.BaseContext:
