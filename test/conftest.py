@@ -51,6 +51,18 @@ def variant_c_weights(golden_dir: Path, tmp_path_factory: pytest.TempPathFactory
     return path
 
 
+@pytest.fixture(scope="module")
+def one_torch_thread() -> Iterator[None]:
+    """One intra-op thread for a module's training runs: on a shared 2-core machine two spinning OpenMP threads make
+    their steps many times slower."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.fixture
 def ros_domain_id() -> Iterator[int]:
     """A DDS domain no other test on this machine holds: an flock per domain, released even if pytest dies."""

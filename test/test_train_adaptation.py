@@ -19,12 +19,12 @@ from hybridnets_ros.training.batchnorm import adapt_batchnorm, reestimate_batchn
 from hybridnets_ros.training.distiller import DistillOptions, Distiller
 from hybridnets_ros.training.evaluation import normalise_images
 from hybridnets_ros.training.photometric import PhotometricJitter, binomial_blur, luma, step_seed
-from hybridnets_ros.training.style import ColourMoments, frame_moments, match_moments, restyle_like
+from hybridnets_ros.training.style import frame_moments, match_moments, restyle_like
 from hybridnets_ros.training.trainer import TrainOptions, Trainer
-from hybridnets_ros.training.unlabeled import UnlabeledStream
 from train_support import make_toy_dataset, simple_scene, small_config
 
 BUNDLED = Path(resolve_model_config("hybridnets_d0_synth")).with_suffix(".pt")
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 IDENTITY = dict(brightness=0.0, contrast=0.0, saturation=0.0, gamma=0.0, blur=0.0, noise=0.0)
 
 
@@ -39,14 +39,6 @@ class TwoParts(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.head(self.encoder[0](x))
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_torch_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")
@@ -151,16 +143,12 @@ def test_moments_leave_out_the_letterbox_padding_and_matching_keeps_it():
     assert (flat == 80).all()  # no spread to scale: shifted only
 
 
-def test_average_moments_and_restyling_like_examples():
+def test_restyling_gives_each_image_the_moments_of_its_example():
     dark, bright = padded_frame(0, 2, 10, 30), padded_frame(0, 0, 100, 200)
-    moments = ColourMoments.of_frames(iter([dark, bright, bright]), num_batches=2)
-    assert moments.mean.tolist() == [(20.0 + 150.0) / 2] * 3 and moments.std.tolist() == [(10.0 + 50.0) / 2] * 3
     images = torch.cat([padded_frame(0, 0, 40, 60)] * 3)
     styled = restyle_like(images, torch.cat([dark, bright]))
     for b, example in enumerate((dark, bright, dark)):  # image b in the colours of example b % 2
         torch.testing.assert_close(frame_moments(styled[b:b + 1]), frame_moments(example))
-    with pytest.raises(ValueError, match="at least one batch"):
-        ColourMoments.of_frames(iter([]), 1)
 
 
 # ---------------------------------------------------------------------- who sees what, and --adapt-bn, in runs
@@ -196,24 +184,20 @@ def test_distillation_teacher_sees_the_clean_frame_and_the_student_the_jittered_
     torch.testing.assert_close(student_seen[0], normalise_images(images, config, cpu))
 
 
-def test_teachers_see_their_own_colours_and_labeled_frames_the_drives_colours(tmp_path, frames, student_config):
-    source = tmp_path / "day"
-    source.mkdir()
-    for i in range(2):
-        cv2.imwrite(str(source / f"{i}.png"), simple_scene(288, 512, [(100, 150, 190, 220)], seed=10 + i)[0][..., ::-1])
+def test_labeled_frames_are_shown_in_the_colours_of_the_unlabeled_ones(tmp_path, frames, student_config):
     project = make_toy_dataset(tmp_path / "labeled", num_train=2, num_val=1, size=(128, 256))
-    distiller = Distiller(distill_options(tmp_path, frames, student_config, teacher_style=[str(source)],
-                                          labeled=str(project), restyle_labeled=True, student_augment="none"))
+    distiller = Distiller(distill_options(tmp_path, frames, student_config, labeled=str(project),
+                                          restyle_labeled=True, student_augment="none"))
     images = next(distiller.stream.batches(2))[0]
     labeled = next(distiller.labeled_batches())
-    teacher_seen, student_seen = network_inputs(distiller.teachers[0].model), network_inputs(distiller.model)
+    student_seen = network_inputs(distiller.model)
     with torch.no_grad():
         distiller.loss_terms(images, labeled)
     config, cpu = distiller.config, torch.device("cpu")
-    day = ColourMoments.of_frames((b for b, _, _ in UnlabeledStream([source], (128, 256)).batches(2)), 1)
-    torch.testing.assert_close(teacher_seen[0], normalise_images(day.apply(images), config, cpu))
     torch.testing.assert_close(student_seen[0], normalise_images(images, config, cpu))
     torch.testing.assert_close(student_seen[1], normalise_images(restyle_like(labeled.images, images), config, cpu))
+    with pytest.raises(ValueError, match="--restyle-labeled restyles the --labeled frames"):
+        distill_options(tmp_path, frames, student_config, restyle_labeled=True).validate()
 
 
 def encoder_means(model: nn.Module) -> torch.Tensor:

@@ -25,6 +25,7 @@ from hybridnets_ros.training.trainer import TrainOptions, Trainer
 from train_support import make_toy_dataset, simple_scene, small_config
 
 BUNDLED = Path(resolve_model_config("hybridnets_d0_synth")).with_suffix(".pt")
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 STORE = get_typestore(Stores.ROS2_KILTED)
 NS = 1_000_000_000
 
@@ -52,15 +53,6 @@ def write_compressed_bag(path: Path, images: list[np.ndarray], topic: str = "/ca
                       format="jpeg", data=data)
             writer.write(connection, stamp, STORE.serialize_cdr(msg, "sensor_msgs/msg/CompressedImage"))
     return path
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_torch_thread():
-    """One intra-op thread: on a shared 2-core machine two spinning OpenMP threads make these steps many times slower."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from typing import Callable, Sequence
+from typing import Sequence
 
 import torch
 from torch import Tensor, nn
@@ -39,14 +39,10 @@ class AdaptationOptions:
 
 
 def adapt_networks(networks: Sequence[tuple[nn.Module, ModelConfig]], stream: UnlabeledStream, batch_size: int,
-                   device: torch.device, options: AdaptationOptions,
-                   view: Callable[[Tensor], Tensor] | None = None) -> None:
-    """AdaBN for each (network, its config) on the same first ``options.adapt_bn`` batches of ``stream``, as
-    ``view`` shows them to the networks (e.g. the teachers' style)."""
+                   device: torch.device, options: AdaptationOptions) -> None:
+    """AdaBN for each (network, its config) on the same first ``options.adapt_bn`` batches of ``stream``."""
     for model, config in networks:
         batches = (images for images, _, _ in stream.batches(batch_size))
-        if view is not None:
-            batches = (view(images.to(device)) for images in batches)
         adapt_batchnorm(model, config, batches, device, options.adapt_bn, options.adapt_bn_scope)
     logger.info("BatchNorm statistics (%s) of %d networks re-estimated on %d unlabeled frames", options.adapt_bn_scope,
                 len(networks), options.adapt_bn * batch_size)

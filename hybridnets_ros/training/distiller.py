@@ -39,7 +39,7 @@ from hybridnets_ros.training.distill import (
 from hybridnets_ros.training.evaluation import evaluate_model, normalise_images
 from hybridnets_ros.training.losses import HybridNetsLoss
 from hybridnets_ros.training.project import ProjectConfig
-from hybridnets_ros.training.style import ColourMoments, restyle_like
+from hybridnets_ros.training.style import restyle_like
 from hybridnets_ros.training.trainer import (
     OptimiserOptions,
     _worker_context,
@@ -50,11 +50,9 @@ from hybridnets_ros.training.trainer import (
     optimisation_state,
     read_training_state,
 )
-from hybridnets_ros.training.unlabeled import UnlabeledStream, stream_from_options
+from hybridnets_ros.training.unlabeled import stream_from_options
 
 logger = logging.getLogger(__name__)
-
-STYLE_FRAMES = 200  # frames whose average colour moments stand for the teachers' domain
 
 
 @dataclass
@@ -80,10 +78,6 @@ class DistillOptions(OptimiserOptions, AdaptationOptions):
     seg_loss: str = option("kl", "segmentation: T^2-scaled KL of temperature-T distributions, or MSE of the logits",
                            choices=SEG_LOSSES)
     temperature: float = option(1.0, "segmentation distillation temperature T")
-    teacher_style: list[str] | None = option(None, "frames of the teachers' own domain (image folders, videos, "
-                                                   "rosbag2 with one image topic; e.g. their training images): "
-                                                   "teachers see each unlabeled frame with its colour mean and std "
-                                                   "per channel matched to those frames' average")
     restyle_labeled: bool = option(False, "show each labeled frame with the colour mean and std of an unlabeled "
                                           "frame of the same step: the labels in the drives' colours")
     val_every: int = option(1000, "validate on --labeled's val split every N steps")
@@ -106,15 +100,6 @@ class DistillOptions(OptimiserOptions, AdaptationOptions):
             raise ValueError("--val-every, --grad-clip and --workers must not be negative")
         if self.resume and not (Path(self.output) / "last.pt").is_file():
             raise ValueError(f"--resume continues {Path(self.output) / 'last.pt'}, which is missing")
-
-
-def domain_colours(sources: Sequence[str], input_hw: tuple[int, int], batch_size: int, seed: int) -> ColourMoments:
-    """The average colour moments of the first ``STYLE_FRAMES`` frames of ``sources`` (the teachers' domain)."""
-    batches = (images for images, _, _ in UnlabeledStream(sources, input_hw, seed=seed).batches(batch_size))
-    moments = ColourMoments.of_frames(batches, math.ceil(STYLE_FRAMES / batch_size))
-    logger.info("teachers see unlabeled frames in the colours of %s: mean %s, std %s (RGB)", ", ".join(sources),
-                [round(v, 1) for v in moments.mean.tolist()], [round(v, 1) for v in moments.std.tolist()])
-    return moments
 
 
 class Teacher:
@@ -158,14 +143,9 @@ class Distiller:
                          for i, path in enumerate(options.teacher)]
         check_exclusive([t.ownership for t in self.teachers], self.config)
         self.stream = stream_from_options(options, self.config.input_size)
-        self.teacher_view = None
-        if options.teacher_style:
-            self.teacher_view = domain_colours(options.teacher_style, self.config.input_size, options.batch_size,
-                                               options.seed).apply
         if options.adapt_bn and resume_state is None:
-            adapt_networks([(t.model, t.config) for t in self.teachers], self.stream, options.batch_size, self.device,
-                           options, self.teacher_view)
-            adapt_networks([(self.model, self.config)], self.stream, options.batch_size, self.device, options)
+            adapt_networks([(t.model, t.config) for t in self.teachers] + [(self.model, self.config)], self.stream,
+                           options.batch_size, self.device, options)
         self.student_view = StudentView(options.student_augment, options.seed)
         self.position = (0, 0)
         self.labeled_epoch = 0
@@ -221,13 +201,12 @@ class Distiller:
 
     def loss_terms(self, images: Tensor, labeled: Batch | None) -> dict[str, Tensor]:
         """Every term of one step: each teacher's on the (B,3,H,W) uint8 unlabeled images (the teachers see them
-        clean or in their own colours with ``--teacher-style``, the student through ``--student-augment``), and the
-        labeled ones (in the unlabeled frames' colours with ``--restyle-labeled``)."""
+        clean, the student through ``--student-augment``), and the labeled ones (in the unlabeled frames' colours
+        with ``--restyle-labeled``)."""
         options = self.options
         images = images.to(self.device)
-        graded = self.teacher_view(images) if self.teacher_view is not None else images
         with self.autocast():
-            teacher_outputs = [teacher(graded, self.device) for teacher in self.teachers]
+            teacher_outputs = [teacher(images, self.device) for teacher in self.teachers]
             student_input = self.student_view(images, self.global_step)
             student = self.model(normalise_images(student_input, self.config, self.device))
         terms: dict[str, Tensor] = {}

@@ -1,20 +1,13 @@
 """Colour moment matching: a frame's per-channel mean and standard deviation replaced by other ones.
 
-The zero-frequency case of Fourier domain adaptation (Yang & Soatto, CVPR 2020), which swaps the low frequencies of
-the amplitude spectrum between domains. Two uses in learning from unlabeled drives:
-
-- the teachers see each unlabeled frame in the colours of their own training domain (``--teacher-style``: the average
-  moments of frames from that domain), so a night or fog frame is graded by a teacher that sees a day-like frame;
-- labeled frames are shown in the colours of the unlabeled frames (``--restyle-labeled``), so the labels teach the
-  drives' colours.
+The zero-frequency case of Fourier domain adaptation (Yang & Soatto, CVPR 2020), which gives labeled source images
+the low frequencies of the amplitude spectrum of target images. ``hybridnets-distill --restyle-labeled`` shows each
+labeled frame in the colours of an unlabeled frame of the same step, so the labels teach the drives' colours.
 
 Moments are taken over the image content only: letterbox padding (every channel at ``PAD_VALUE``) is left out and
 left as it is. All on the images' device, batched.
 """
 from __future__ import annotations
-
-from dataclasses import dataclass
-from typing import Iterable
 
 import torch
 from torch import Tensor
@@ -47,33 +40,6 @@ def match_moments(images: Tensor, mean: Tensor, std: Tensor) -> Tensor:
     matched = (images.float() - own_mean) / own_std.clamp(min=MIN_STD) * std + mean
     matched = matched.clamp(0.0, 255.0).round().to(torch.uint8)
     return torch.where(content_mask(images), matched, images)
-
-
-@dataclass(frozen=True)
-class ColourMoments:
-    """The average frame's per-channel mean and standard deviation (RGB, grey levels), each (3,) float32."""
-
-    mean: Tensor
-    std: Tensor
-
-    @classmethod
-    def of_frames(cls, batches: Iterable[Tensor], num_batches: int) -> "ColourMoments":
-        """Averaged over the frames of the first ``num_batches`` (B,3,H,W) uint8 batches."""
-        means, stds = [], []
-        for index, images in enumerate(batches):
-            if index == num_batches:
-                break
-            mean, std = frame_moments(images)
-            means.append(mean.flatten(1))
-            stds.append(std.flatten(1))
-        if not means:
-            raise ValueError("colour moments need at least one batch of frames")
-        return cls(torch.cat(means).mean(dim=0), torch.cat(stds).mean(dim=0))
-
-    def apply(self, images: Tensor) -> Tensor:
-        """(B,3,H,W) uint8 in these colours (:func:`match_moments`)."""
-        shape = (1, 3, 1, 1)
-        return match_moments(images, self.mean.to(images.device).view(shape), self.std.to(images.device).view(shape))
 
 
 def restyle_like(images: Tensor, examples: Tensor) -> Tensor:
