@@ -13,9 +13,6 @@ from typing import Any, Mapping
 from hybridnets_ros.conventions import SEG_MODES, check_input_hw
 from hybridnets_ros.resources import resolve_model_config
 
-# Encoders: the compound coefficient's EfficientNet, or the ELAN student encoder (model/elan.py).
-BACKBONES = ("efficientnet", "elan")
-
 
 @dataclass(frozen=True)
 class CoefSpec:
@@ -68,8 +65,7 @@ class ModelConfig:
     """Everything that fixes the network's layers, outputs and input normalisation.
 
     ``input_size`` is the network input (H, W); both must be multiples of 128. ``anchor_ratios`` are (x, y)
-    pairs as upstream. ``anchor_scale`` defaults to the per-coefficient table value. ``backbone`` ``elan`` replaces
-    the coefficient's EfficientNet by the ELAN encoder (BiFPN and heads still sized by ``compound_coef``).
+    pairs as upstream. ``anchor_scale`` defaults to the per-coefficient table value.
     """
 
     name: str
@@ -83,7 +79,6 @@ class ModelConfig:
     mean: tuple[float, float, float] = (0.485, 0.456, 0.406)
     std: tuple[float, float, float] = (0.229, 0.224, 0.225)
     anchor_scale: float | None = field(default=None)
-    backbone: str = "efficientnet"
 
     def __post_init__(self) -> None:
         # Normalise containers to tuples (hashable, immutable) and validate; frozen needs object.__setattr__.
@@ -129,9 +124,6 @@ class ModelConfig:
         if not math.isfinite(anchor_scale) or anchor_scale <= 0:
             raise ValueError(f"model config '{self.name}': anchor_scale must be positive, got {self.anchor_scale!r}")
         set_(self, "anchor_scale", anchor_scale)
-        if self.backbone not in BACKBONES:
-            raise ValueError(f"model config '{self.name}': backbone must be one of {list(BACKBONES)}, "
-                             f"got {self.backbone!r}")
 
     @property
     def spec(self) -> CoefSpec:
@@ -176,12 +168,7 @@ class ModelConfig:
             raise ValueError(f"{path}: {exc}") from exc
 
     def to_dict(self) -> dict[str, Any]:
-        """Plain lists/str/float/int only (yaml- and ``torch.load(weights_only=True)``-safe).
-
-        ``backbone`` appears only when it is not the default, so the configs embedded in existing checkpoints, ONNX
-        metadata and cache keys stay exactly as they were.
-        """
-        extra = {} if self.backbone == "efficientnet" else {"backbone": self.backbone}
+        """Plain lists/str/float/int only (yaml- and ``torch.load(weights_only=True)``-safe)."""
         return {
             "name": self.name,
             "compound_coef": self.compound_coef,
@@ -194,7 +181,6 @@ class ModelConfig:
             "mean": list(self.mean),
             "std": list(self.std),
             "anchor_scale": self.anchor_scale,
-            **extra,
         }
 
     def to_yaml(self, path: str | Path) -> None:

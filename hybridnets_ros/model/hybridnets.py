@@ -1,4 +1,4 @@
-"""HybridNets: EfficientNet (or ELAN) encoder + BiFPN + detection heads + segmentation branch."""
+"""HybridNets: EfficientNet encoder + BiFPN + detection heads + segmentation branch."""
 from __future__ import annotations
 
 import math
@@ -11,7 +11,6 @@ from hybridnets_ros.conventions import PYRAMID_STRIDES, check_input_hw
 from hybridnets_ros.model.bifpn import BiFPN
 from hybridnets_ros.model.config import ModelConfig
 from hybridnets_ros.model.efficientnet import EfficientNetEncoder
-from hybridnets_ros.model.elan import ElanEncoder
 from hybridnets_ros.model.heads import BiFPNDecoder, Classifier, Regressor, SegmentationHead
 
 CLASSIFIER_PRIOR = 0.01  # initial foreground probability of the classifier (focal-loss prior)
@@ -49,7 +48,7 @@ class HybridNets(nn.Module):
         spec = config.spec
         # The encoder is built first so its real channel widths can size the BiFPN and decoder; the other modules
         # are registered in upstream's order (bifpn, regressor, bifpndecoder, segmentation_head, classifier, encoder).
-        encoder = ElanEncoder() if config.backbone == "elan" else EfficientNetEncoder(spec.backbone)
+        encoder = EfficientNetEncoder(spec.backbone)
         p2_channels, c3, c4, c5 = encoder.out_channels
         width = spec.fpn_num_filters
         self.bifpn = nn.Sequential(
