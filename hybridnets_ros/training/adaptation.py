@@ -1,5 +1,6 @@
-"""What distillation and cycle self-training share to adapt networks to the domain of the unlabeled frames: the
-options, BatchNorm adaptation of every network before the first step, and the student's augmented view."""
+"""What training on unlabeled frames shares to adapt networks to their domain (``hybridnets-train --unlabeled``, with
+or without cycle self-training, and ``hybridnets-distill``): the options, BatchNorm adaptation of every network before
+the first step, the students' train mode under those statistics, and the students' augmented view."""
 from __future__ import annotations
 
 import logging
@@ -20,11 +21,12 @@ logger = logging.getLogger(__name__)
 
 @dataclass(kw_only=True)
 class AdaptationOptions:
-    """``hybridnets-distill`` and ``hybridnets-train --semi-supervised cst`` options."""
+    """Options of ``hybridnets-distill`` and ``hybridnets-train`` (whose ``--adapt-bn`` needs ``--unlabeled``; the
+    students' view is used by distillation and CST)."""
 
     adapt_bn: int = option(0, "before the first step, re-estimate the BatchNorm statistics (--adapt-bn-scope) of "
-                              "every teacher and student on N unlabeled batches (AdaBN), then keep the students' "
-                              "statistics fixed while their weights train (0: off)")
+                              "every network that trains or teaches on N unlabeled batches (AdaBN), then keep them "
+                              "fixed while the weights train (0: off)")
     adapt_bn_scope: str = option("encoder", "the BatchNorms --adapt-bn re-estimates", choices=BN_SCOPES)
     student_augment: str = option("photometric", "the students' view of unlabeled frames: random brightness, "
                                                  "contrast, saturation, gamma, blur and noise (teachers see the "

@@ -8,7 +8,7 @@ drop-connect), so they describe the network as it runs at inference.
 
 Which layers adapt is a *scope*: ``encoder`` (the backbone's BatchNorms only) or ``all``. On the synthetic night/fog
 shift of the README the encoder scope recovered the segmentation gap while keeping detection, whereas ``all`` also
-moved the detection heads' statistics and lost 0.18 mAP@0.5: their layers follow features that the encoder's new
+moved the detection heads' statistics and lost 0.12 mAP@0.5: their layers follow features that the encoder's new
 statistics have already aligned.
 """
 from __future__ import annotations
