@@ -36,7 +36,7 @@ from hybridnets_ros.training.distill import (
 )
 from hybridnets_ros.training.evaluation import normalise_images
 from hybridnets_ros.training.losses import LossTerms
-from hybridnets_ros.training.unlabeled import UnlabeledStream, stream_from_options
+from hybridnets_ros.training.unlabeled import UnlabeledStream
 
 # Student i is graded by teacher STUDENT_GRADER[i]: teacher 2 grades student 1, teacher 1 grades student 2.
 STUDENT_GRADER = (1, 0)
@@ -159,15 +159,16 @@ def _named(terms: LossTerms) -> dict[str, Tensor]:
     return {name: value for name, value in zip(("cls", "reg", "seg"), terms) if value is not None}
 
 
-def build_cst(first: nn.Module, config: ModelConfig, options: Any, device: torch.device) -> CycleSelfTraining:
-    """CST for a trainer whose student 1 is ``first``; ``options`` are ``TrainOptions``.
+def build_cst(first: nn.Module, config: ModelConfig, stream: UnlabeledStream, options: Any,
+              device: torch.device) -> CycleSelfTraining:
+    """CST for a trainer whose student 1 is ``first``, on the unlabeled frames of ``stream``; ``options`` are
+    ``TrainOptions``.
 
     Student 2 starts from student 1's weights when those came from a checkpoint (``--weights``), else from its own
     random initialisation (seed + 1), so the two pairs differ from the first step. With ``--adapt-bn`` student 1
     comes with the unlabeled frames' BatchNorm statistics (the trainer re-estimated them); a copy keeps them, a new
     student 2 gets its own, unless resuming. The teachers start as copies of their students.
     """
-    stream = stream_from_options(options, config.input_size)
     if options.weights:
         second = copy.deepcopy(first)
     else:

@@ -283,15 +283,15 @@ class Trainer:
         self.aux_heads: nn.ModuleList | None = None
         if options.local_modules:
             self._build_local_modules()
+        unlabeled = stream_from_options(options, self.config.input_size) if options.unlabeled else None
         if options.adapt_bn and resume_state is None:
             # Every rank reads the same frames, so distributed ranks end with the same statistics.
-            adapt_networks([(self.model, self.config)], stream_from_options(options, self.config.input_size),
-                           options.batch_size, self.device, options)
+            adapt_networks([(self.model, self.config)], unlabeled, options.batch_size, self.device, options)
         self.cst: CycleSelfTraining | None = None
         if options.semi_supervised == "cst":
             if self.context.is_distributed:
                 raise ValueError("--semi-supervised cst trains in one process; run it without torchrun")
-            self.cst = build_cst(self.model, self.config, options, self.device)
+            self.cst = build_cst(self.model, self.config, unlabeled, options, self.device)
         self.net: nn.Module = self.model
         self.comm_stats: compression.CommStats | None = None
         self.dense_comm_bytes = 0
