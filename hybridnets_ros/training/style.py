@@ -22,10 +22,10 @@ def content_mask(images: Tensor) -> Tensor:
     return (images != PAD_VALUE).any(dim=1, keepdim=True)
 
 
-def frame_moments(images: Tensor) -> tuple[Tensor, Tensor]:
+def frame_moments(images: Tensor, content: Tensor | None = None) -> tuple[Tensor, Tensor]:
     """(B,3,H,W) uint8 -> per-frame, per-channel mean and standard deviation of the content, each (B,3,1,1) float32
-    in grey levels."""
-    mask = content_mask(images).float()
+    in grey levels. ``content``: the images' :func:`content_mask`, when the caller has it already."""
+    mask = (content_mask(images) if content is None else content).float()
     count = mask.sum(dim=(2, 3), keepdim=True).clamp(min=1.0)
     x = images.float()
     mean = (x * mask).sum(dim=(2, 3), keepdim=True) / count
@@ -36,10 +36,11 @@ def frame_moments(images: Tensor) -> tuple[Tensor, Tensor]:
 def match_moments(images: Tensor, mean: Tensor, std: Tensor) -> Tensor:
     """(B,3,H,W) uint8 with its content's per-channel mean/std moved to ``mean``/``std`` (each broadcastable to
     (B,3,1,1), grey levels); padding is kept. Returns uint8."""
-    own_mean, own_std = frame_moments(images)
+    content = content_mask(images)
+    own_mean, own_std = frame_moments(images, content)
     matched = (images.float() - own_mean) / own_std.clamp(min=MIN_STD) * std + mean
     matched = matched.clamp(0.0, 255.0).round().to(torch.uint8)
-    return torch.where(content_mask(images), matched, images)
+    return torch.where(content, matched, images)
 
 
 def restyle_like(images: Tensor, examples: Tensor) -> Tensor:
